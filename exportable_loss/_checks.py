@@ -1,0 +1,155 @@
+"""Eager input checks: metadata only (shapes, dtypes, devices), no device synchronisation.
+
+Called from :mod:`exportable_loss.functional` outside TorchScript. Under ``torch.compile`` and
+``torch.export`` the shape comparisons become guards; they never read tensor values, except
+:func:`validate_class_indices`, which callers run only in eager mode.
+"""
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+
+def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def check_same_shape(input: Tensor, target: Tensor) -> None:
+    if input.shape != target.shape:
+        raise ValueError(
+            f"input and target must have the same shape; got input {tuple(input.shape)} "
+            f"and target {tuple(target.shape)} (broadcasting is not done)"
+        )
+
+
+def check_floating(name: str, t: Tensor) -> None:
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor; got dtype {t.dtype}")
+
+
+def check_device(name: str, t: Optional[Tensor], input: Tensor) -> None:
+    if t is not None and t.device != input.device:
+        raise ValueError(f"{name} must be on the input's device {input.device}; got {t.device}")
+
+
+def check_reduction_args(
+    reduction: str,
+    input: Tensor,
+    batched: bool,
+    sample_weight: Optional[Tensor],
+    normalizer: Optional[Tensor],
+    choices: Sequence[str],
+) -> None:
+    """Checks shared by every loss: reduction name, sample_weight, normalizer."""
+    check_choice("reduction", reduction, choices)
+    if reduction == "per_sample" and not batched:
+        raise ValueError(
+            f"reduction='per_sample' needs a batch dimension; got an unbatched input of shape {tuple(input.shape)}"
+        )
+    if sample_weight is not None:
+        if not batched:
+            raise ValueError(
+                f"sample_weight needs a batch dimension; got an unbatched input of shape {tuple(input.shape)}"
+            )
+        expected = (input.shape[0],)
+        if tuple(sample_weight.shape) != expected:
+            raise ValueError(
+                f"sample_weight must have shape {expected} (one weight per sample of input "
+                f"{tuple(input.shape)}); got {tuple(sample_weight.shape)}"
+            )
+        check_floating("sample_weight", sample_weight)
+        check_device("sample_weight", sample_weight, input)
+    if normalizer is not None:
+        if reduction not in ("mean", "batchmean"):
+            raise ValueError(f"normalizer is used only by reduction='mean' or 'batchmean'; got reduction={reduction!r}")
+        if not isinstance(normalizer, Tensor) or normalizer.dim() != 0:
+            shape = tuple(normalizer.shape) if isinstance(normalizer, Tensor) else type(normalizer).__name__
+            raise ValueError(f"normalizer must be a 0-dim tensor; got {shape}")
+        if normalizer.dtype == torch.bool or normalizer.is_complex():
+            raise ValueError(f"normalizer must have a real dtype; got {normalizer.dtype}")
+        check_device("normalizer", normalizer, input)
+
+
+def check_class_target(input: Tensor, target: Tensor, weight: Optional[Tensor]) -> bool:
+    """Checks a cross entropy / NLL pair; returns True for class-probability targets."""
+    if input.dim() == 0:
+        raise ValueError("input must have a class dimension: shape (C,), (N, C) or (N, C, d1, ...); got a 0-dim tensor")
+    check_floating("input", input)
+    check_device("target", target, input)
+    class_dim = 0 if input.dim() == 1 else 1
+    num_classes = input.shape[class_dim]
+    if weight is not None:
+        check_device("weight", weight, input)
+        if tuple(weight.shape) != (num_classes,):
+            raise ValueError(
+                f"weight must have shape ({num_classes},), one weight per class of input "
+                f"{tuple(input.shape)}; got {tuple(weight.shape)}"
+            )
+    if target.is_floating_point():
+        if target.shape != input.shape:
+            raise ValueError(
+                f"class-probability target must have the input's shape {tuple(input.shape)}; "
+                f"got target {tuple(target.shape)}"
+            )
+        return True
+    if target.dtype == torch.bool or target.is_complex():
+        raise ValueError(f"target must hold integer class indices or float probabilities; got dtype {target.dtype}")
+    expected = tuple(input.shape[:class_dim]) + tuple(input.shape[class_dim + 1 :])
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"class-index target must have shape {expected} for input {tuple(input.shape)}; "
+            f"got target {tuple(target.shape)}"
+        )
+    return False
+
+
+def validate_class_indices(target: Tensor, num_classes: int, ignore_index: int) -> None:
+    """Raises on the first class index outside [0, num_classes) that is not ignore_index.
+
+    Synchronises with the device; callers run it in eager mode only, when asked (validate=True).
+    """
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return
+    bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
+    if bool(bad.any()):
+        flat = bad.reshape(-1).nonzero()[0, 0]
+        position = tuple(int(i) for i in torch.unravel_index(flat, target.shape)) if target.dim() else ()
+        raise ValueError(
+            f"target holds class index {int(target.reshape(-1)[flat])} at position {position}, "
+            f"outside the valid range [0, {num_classes - 1}] (ignore_index={ignore_index})"
+        )
+
+
+def validate_finite(name: str, t: Optional[Tensor]) -> None:
+    if t is None or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite; it holds NaN or Inf")
+
+
+def autocast_float32(input: Tensor, target: Tensor) -> Tuple[Tensor, Tensor]:
+    """Under torch.autocast, losses compute in float32 as torch.nn's do."""
+    device = input.device.type
+    if input.is_floating_point() and torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        input = input.float()
+        if target.is_floating_point():
+            target = target.float()
+    return input, target
+
+
+def prepare_pointwise(
+    input: Tensor,
+    target: Tensor,
+    reduction: str,
+    sample_weight: Optional[Tensor],
+    normalizer: Optional[Tensor],
+    choices: Sequence[str],
+) -> Tuple[Tensor, Tensor]:
+    """Checks for the element-wise losses (dim 0 is the batch whenever input has a dimension)."""
+    check_floating("input", input)
+    check_device("target", target, input)
+    check_same_shape(input, target)
+    check_reduction_args(reduction, input, input.dim() > 0, sample_weight, normalizer, choices)
+    return autocast_float32(input, target)

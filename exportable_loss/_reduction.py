@@ -1,0 +1,96 @@
+"""The one reduction routine every loss goes through.
+
+A loss hands over its element-wise term ``loss`` (positions that do not count already exactly
+0) and, where it has one, the mask of counted positions and their denominator weights. This
+module applies the sample weights and reduces; see SPEC "Reductions".
+"""
+
+from typing import List, Optional
+
+import torch
+from torch import Tensor
+
+REDUCTIONS = ("none", "per_sample", "mean", "sum")
+KL_REDUCTIONS = REDUCTIONS + ("batchmean",)
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for the half types (so sums cannot overflow), else the dtype itself."""
+    if dtype == torch.float16 or dtype == torch.bfloat16:
+        return torch.float32
+    return dtype
+
+
+def _safe_divide(total: Tensor, denominator: Tensor) -> Tensor:
+    # A zero denominator gives 0 and zero gradients (SPEC difference 1), never NaN.
+    zero = denominator == 0
+    return torch.where(zero, torch.zeros_like(total), total / torch.where(zero, 1.0, denominator))
+
+
+def reduce_loss(
+    loss: Tensor,
+    reduction: str,
+    sample_weight: Optional[Tensor] = None,
+    normalizer: Optional[Tensor] = None,
+    valid: Optional[Tensor] = None,
+    position_weight: Optional[Tensor] = None,
+) -> Tensor:
+    """Reduce an element-wise loss.
+
+    Args:
+        loss: element-wise loss ``l``, shape ``(N, ...)`` or 0-dim for an unbatched input, with
+            positions that do not count already set to exactly 0.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"``, ``"sum"`` or ``"batchmean"``.
+        sample_weight: ``(N,)`` weights, broadcast over every non-batch dimension.
+        normalizer: 0-dim denominator for ``"mean"``/``"batchmean"``; no gradient flows into it.
+        valid: boolean mask of the positions that count (``ignore_index``); ``None``: all count.
+        position_weight: the denominator weight of each position for ``"mean"`` (a class weight,
+            0 where not counted); ``None``: 1 for every counted position.
+
+    Returns:
+        The reduced loss in ``loss``'s dtype; sums accumulate in at least float32.
+    """
+    out_dtype = loss.dtype
+    acc = accumulation_dtype(out_dtype)
+    batched = loss.dim() > 0
+    if sample_weight is not None:
+        s = sample_weight.reshape([-1] + [1] * (loss.dim() - 1))
+        # A zero-weight sample contributes exactly 0, even where its loss is NaN or Inf.
+        loss = torch.where(s != 0, loss * s, torch.zeros_like(loss))
+    else:
+        s = None
+
+    if reduction == "none":
+        return loss.to(out_dtype)
+    if reduction == "per_sample":
+        if loss.dim() <= 1:
+            return loss.to(out_dtype)
+        dims: List[int] = list(range(1, loss.dim()))
+        total = loss.sum(dim=dims, dtype=acc)
+        if valid is None:
+            count = loss.numel() // loss.shape[0] if loss.shape[0] > 0 else 1
+            return (total / max(count, 1)).to(out_dtype)
+        count_t = valid.sum(dim=dims, dtype=acc).clamp_min(1.0)
+        return (total / count_t).to(out_dtype)
+
+    total = loss.sum(dtype=acc)
+    if reduction == "sum":
+        return total.to(out_dtype)
+    if normalizer is not None:
+        return _safe_divide(total, normalizer.detach().to(acc)).to(out_dtype)
+    if reduction == "batchmean":
+        if not batched:
+            return total.to(out_dtype)
+        return (total / max(loss.shape[0], 1)).to(out_dtype)
+    # reduction == "mean"
+    if position_weight is None and valid is not None:
+        position_weight = valid
+    if position_weight is not None:
+        w = position_weight.to(acc)
+        if s is not None:
+            w = w * s.to(acc)
+        return _safe_divide(total, w.sum(dtype=acc)).to(out_dtype)
+    if s is not None:
+        per_sample_count = loss.numel() // loss.shape[0] if loss.shape[0] > 0 else 1
+        return _safe_divide(total, s.sum(dtype=acc) * per_sample_count).to(out_dtype)
+    return (total / max(loss.numel(), 1)).to(out_dtype)

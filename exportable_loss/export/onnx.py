@@ -1,0 +1,138 @@
+"""ONNX export with a dynamic batch dimension, a strict check of the file, and onnxruntime."""
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+# Both exporters translate our losses to standard operators; 18 is the first opset where the
+# reductions take their axes as an input, which both exporters and onnxruntime 1.17+ support.
+DEFAULT_OPSET = 18
+STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+def _input_names(count: int) -> List[str]:
+    return (
+        ["input", "target", "sample_weight", "normalizer"][:count]
+        if count <= 4
+        else [f"input_{i}" for i in range(count)]
+    )
+
+
+@contextlib.contextmanager
+def _quiet():
+    # The exporters print progress, deprecation warnings and notes on optional packages
+    # (torchvision) that are not the caller's concern.
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def export_onnx(
+    module: nn.Module,
+    args: Sequence[Tensor],
+    path: str,
+    dynamo: bool = True,
+    opset: int = DEFAULT_OPSET,
+    input_names: Optional[Sequence[str]] = None,
+    batch_inputs: Optional[Sequence[bool]] = None,
+) -> str:
+    """Export ``module(*args)`` to ONNX at ``path`` with dim 0 of the batched inputs dynamic.
+
+    Args:
+        module: the module to export, e.g. a loss.
+        args: example inputs; 0-dim tensors (a normalizer) are never batched.
+        path: the ``.onnx`` file to write.
+        dynamo: the ``dynamo=True`` exporter (default) or the TorchScript one.
+        opset: ONNX opset version.
+        input_names: graph input names; default ``input, target, sample_weight, normalizer``.
+        batch_inputs: which inputs share the dynamic batch dimension; default every input
+            with at least one dimension.
+
+    Returns:
+        ``path``.
+    """
+    args = tuple(args)
+    names = list(input_names) if input_names is not None else _input_names(len(args))
+    batched = list(batch_inputs) if batch_inputs is not None else [a.dim() > 0 for a in args]
+    with _quiet():
+        if dynamo:
+            batch = torch.export.Dim("batch", min=2)
+            dynamic_shapes = tuple({0: batch} if b else None for b in batched)
+            program = torch.onnx.export(
+                module,
+                args,
+                dynamo=True,
+                input_names=names,
+                output_names=["loss"],
+                dynamic_shapes=dynamic_shapes,
+                opset_version=opset,
+                verbose=False,
+            )
+            program.save(path)
+        else:
+            dynamic_axes: Dict[str, Dict[int, str]] = {n: {0: "batch"} for n, b in zip(names, batched) if b}
+            torch.onnx.export(
+                module,
+                args,
+                path,
+                dynamo=False,
+                input_names=names,
+                output_names=["loss"],
+                dynamic_axes=dynamic_axes,
+                opset_version=opset,
+            )
+    return path
+
+
+def run_onnx(path: str, args: Sequence[Tensor], providers: Optional[List[str]] = None) -> List[Tensor]:
+    """Run an exported file in onnxruntime (CUDA provider when present) on torch tensors."""
+    import onnxruntime as ort
+
+    if providers is None:
+        available = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    session = ort.InferenceSession(path, providers=providers)
+    names = [i.name for i in session.get_inputs()]
+    feeds = {name: a.detach().cpu().numpy() for name, a in zip(names, args)}
+    return [torch.from_numpy(o) for o in session.run(None, feeds)]
+
+
+def check_onnx_model(path: str, outputs: Sequence[Tensor]) -> None:
+    """Strict checks of an exported file; raises ``ValueError`` naming the first problem.
+
+    The model passes ``onnx.checker.check_model(full_check=True)``, uses only standard ONNX
+    operators, and declares each output with the rank of the matching tensor in ``outputs``.
+    """
+    import onnx
+
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)
+    custom = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in STANDARD_DOMAINS})
+    if custom:
+        raise ValueError(f"{os.path.basename(path)} uses non-standard operators: {', '.join(custom)}")
+    for declared, actual in zip(model.graph.output, outputs):
+        tensor_type = declared.type.tensor_type
+        if not tensor_type.HasField("shape"):
+            raise ValueError(f"output {declared.name!r} declares no shape")
+        dims = tensor_type.shape.dim
+        if len(dims) != actual.dim():
+            raise ValueError(
+                f"output {declared.name!r} declares rank {len(dims)} but the model returns rank {actual.dim()}"
+            )
+        for i, d in enumerate(dims):
+            if d.HasField("dim_value") and d.dim_value != actual.shape[i]:
+                raise ValueError(
+                    f"output {declared.name!r} declares dim {i} = {d.dim_value} but the model returns {actual.shape[i]}"
+                )

@@ -1,0 +1,421 @@
+"""Loss functions: the element-wise term of each loss, then the shared reduction.
+
+Every function is pure PyTorch and scriptable. In eager mode, under ``torch.compile`` and under
+``torch.export`` a loss uses the fused ATen operator where one exists (``F.mse_loss`` is about
+twice as fast as ``(x - y) ** 2`` on a CPU); under ``torch.jit.script`` and while an ONNX
+exporter traces, it uses primitive operators that both ONNX exporters translate faithfully
+(the exporters drop ``label_smoothing``, cannot export ``l1_loss``, or write an unstable
+``Log(Sigmoid(x))``). Tests hold both formulations to ``torch.nn``'s numbers.
+
+Arguments shared by every function:
+    reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"`` (``kl_div`` also
+        ``"batchmean"``); see SPEC "Reductions".
+    sample_weight: optional ``(N,)`` tensor, one weight per sample along dim 0.
+    normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``/``"batchmean"``;
+        a constant (no gradient flows into it).
+"""
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from exportable_loss import _checks
+from exportable_loss._reduction import KL_REDUCTIONS, REDUCTIONS, reduce_loss
+
+__all__ = [
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "huber_loss",
+    "kl_div",
+    "l1_loss",
+    "mse_loss",
+    "nll_loss",
+    "sigmoid_focal_loss",
+    "smooth_l1_loss",
+]
+
+
+def _primitive_path() -> bool:
+    """True where the loss must be built from primitive operators: TorchScript and ONNX export."""
+    if torch.jit.is_scripting():
+        return True
+    else:
+        return torch.onnx.is_in_onnx_export()
+
+
+def _softplus_neg(x: Tensor) -> Tensor:
+    # log(1 + exp(-x)), finite for every x once exported (Log(Sigmoid) is -inf for x <= -20).
+    return torch.log1p(torch.exp(-torch.abs(x))) + torch.relu(-x)
+
+
+def _class_terms(
+    logp: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int
+) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """NLL at class-index targets: (class-weighted nll, counted-position mask, target weights).
+
+    An index outside [0, C) that is not ignore_index gives NaN: never an out-of-bounds read or
+    a device-side assert.
+    """
+    class_dim = 0 if logp.dim() == 1 else 1
+    num_classes = logp.shape[class_dim]
+    target = target.long()
+    if weight is not None:
+        weight = weight.to(logp.dtype)  # as torch.nn, which requires them to agree
+    valid = target != ignore_index
+    in_range = (target >= 0) & (target < num_classes)
+    safe = torch.where(in_range, target, torch.zeros_like(target))
+    nll = -logp.gather(class_dim, safe.unsqueeze(class_dim)).squeeze(class_dim)
+    target_weight: Optional[Tensor] = None
+    if weight is not None:
+        gathered = weight[safe]
+        target_weight = torch.where(valid, gathered, torch.zeros_like(gathered))
+        nll = nll * target_weight
+    nll = torch.where(in_range | ~valid, nll, torch.full_like(nll, float("nan")))
+    return nll, valid, target_weight
+
+
+def _class_prologue(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    ignore_index: int,
+    reduction: str,
+    sample_weight: Optional[Tensor],
+    normalizer: Optional[Tensor],
+    validate: bool,
+) -> Tuple[Tensor, Tensor]:
+    probabilities = _checks.check_class_target(input, target, weight)
+    _checks.check_reduction_args(reduction, input, input.dim() > 1, sample_weight, normalizer, REDUCTIONS)
+    if validate and not probabilities:
+        _checks.validate_class_indices(target, input.shape[0 if input.dim() == 1 else 1], ignore_index)
+        _checks.validate_finite("weight", weight)
+        _checks.validate_finite("sample_weight", sample_weight)
+    return _checks.autocast_float32(input, target)
+
+
+def cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor] = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    sample_weight: Optional[Tensor] = None,
+    normalizer: Optional[Tensor] = None,
+    z_loss: float = 0.0,
+    logit_softcap: Optional[float] = None,
+    validate: bool = False,
+) -> Tensor:
+    """Cross entropy between logits and class indices or class probabilities.
+
+    Matches ``torch.nn.functional.cross_entropy`` for ``"none"``, ``"mean"`` and ``"sum"``, and
+    adds the SPEC reductions, ``sample_weight``, ``normalizer``, ``z_loss`` and
+    ``logit_softcap``.
+
+    Args:
+        input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``.
+        target: class indices ``()``, ``(N,)`` or ``(N, d1, ..., dk)`` (any integer dtype), or
+            class probabilities of ``input``'s shape (floating dtype).
+        weight: optional ``(C,)`` class weights.
+        ignore_index: class index whose positions do not count (class-index targets only).
+        label_smoothing: in ``[0, 1]``; mixes the target with the uniform distribution.
+        z_loss: adds ``z_loss * logsumexp(logits) ** 2`` to every counted position, before
+            its class weight is applied.
+        logit_softcap: ``c`` replaces the logits by ``c * tanh(logits / c)`` first.
+        validate: check every class index in eager mode (synchronises with the device).
+
+    Returns:
+        The loss in ``input``'s dtype: ``"none"`` has the target's shape (positions),
+        ``"per_sample"`` is ``(N,)``, ``"mean"`` and ``"sum"`` are 0-dim.
+
+    Example:
+        >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+        >>> target = torch.tensor([0, 2])
+        >>> cross_entropy(logits, target, sample_weight=torch.tensor([1.0, 0.0]))
+        tensor(0.2413)
+    """
+    if not torch.jit.is_scripting():
+        input, target = _class_prologue(
+            input, target, weight, ignore_index, reduction, sample_weight, normalizer, validate
+        )
+    class_dim = 0 if input.dim() == 1 else 1
+    num_classes = input.shape[class_dim]
+    if logit_softcap is not None:
+        input = logit_softcap * torch.tanh(input / logit_softcap)
+    lse: Optional[Tensor] = None
+    if z_loss != 0.0:
+        lse = torch.logsumexp(input, class_dim, keepdim=True)
+        logp = input - lse
+    else:
+        logp = torch.log_softmax(input, class_dim)
+    weight_b: Optional[Tensor] = None
+    if weight is not None:
+        shape = [1] * input.dim()
+        shape[class_dim] = num_classes
+        weight_b = weight.to(input.dtype).reshape(shape)
+
+    if target.is_floating_point():
+        if label_smoothing > 0.0:
+            target = target * (1.0 - label_smoothing) + label_smoothing / num_classes
+        prod = logp * target if weight_b is None else logp * target * weight_b
+        loss = -prod.sum(class_dim)
+        if lse is not None:
+            loss = loss + z_loss * lse.squeeze(class_dim) ** 2
+        return reduce_loss(loss, reduction, sample_weight, normalizer)
+
+    loss, valid, target_weight = _class_terms(logp, target, weight, ignore_index)
+    if label_smoothing > 0.0:
+        smooth = -(logp.sum(class_dim) if weight_b is None else (logp * weight_b).sum(class_dim))
+        loss = (1.0 - label_smoothing) * loss + (label_smoothing / num_classes) * smooth
+    if lse is not None:
+        z_term = z_loss * lse.squeeze(class_dim) ** 2
+        loss = loss + (z_term if target_weight is None else z_term * target_weight)
+    loss = torch.where(valid, loss, torch.zeros_like(loss))
+    return reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight)
+
+
+def nll_loss(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor] = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    sample_weight: Optional[Tensor] = None,
+    normalizer: Optional[Tensor] = None,
+    validate: bool = False,
+) -> Tensor:
+    """Negative log likelihood of log-probabilities at class indices.
+
+    Matches ``torch.nn.functional.nll_loss`` for ``"none"``, ``"mean"`` and ``"sum"``.
+
+    Args:
+        input: log-probabilities ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``.
+        target: class indices ``()``, ``(N,)`` or ``(N, d1, ..., dk)``.
+        weight: optional ``(C,)`` class weights.
+        ignore_index: class index whose positions do not count.
+        validate: check every class index in eager mode (synchronises with the device).
+
+    Example:
+        >>> logp = torch.log_softmax(torch.tensor([[2.0, 0.5], [0.1, 0.2]]), dim=1)
+        >>> nll_loss(logp, torch.tensor([0, -100]), reduction="per_sample")
+        tensor([0.2014, 0.0000])
+    """
+    if not torch.jit.is_scripting():
+        if target.is_floating_point():
+            raise ValueError(f"target must hold integer class indices; got dtype {target.dtype}")
+        input, target = _class_prologue(
+            input, target, weight, ignore_index, reduction, sample_weight, normalizer, validate
+        )
+    loss, valid, target_weight = _class_terms(input, target, weight, ignore_index)
+    loss = torch.where(valid, loss, torch.zeros_like(loss))
+    return reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight)
+
+
+def binary_cross_entropy_with_logits(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor] = None,
+    reduction: str = "mean",
+    pos_weight: Optional[Tensor] = None,
+    sample_weight: Optional[Tensor] = None,
+    normalizer: Optional[Tensor] = None,
+) -> Tensor:
+    """Binary cross entropy on logits, as ``torch.nn.functional.binary_cross_entropy_with_logits``.
+
+    Args:
+        input: logits of any shape.
+        target: probabilities of ``input``'s shape.
+        weight: optional element weights, broadcast to ``input``'s shape.
+        pos_weight: optional weight of positive examples, broadcast along the last dimension.
+
+    Example:
+        >>> binary_cross_entropy_with_logits(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.0]))
+        tensor(1.4100)
+    """
+    if not torch.jit.is_scripting():
+        input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)
+        _checks.check_device("weight", weight, input)
+        _checks.check_device("pos_weight", pos_weight, input)
+    if _primitive_path():
+        softplus = _softplus_neg(input)
+        if pos_weight is not None:
+            softplus = (1.0 + (pos_weight - 1.0) * target) * softplus
+        loss = (1.0 - target) * input + softplus
+        if weight is not None:
+            loss = loss * weight
+        loss = loss.to(input.dtype)
+    else:
+        loss = F.binary_cross_entropy_with_logits(input, target, weight, reduction="none", pos_weight=pos_weight).to(
+            input.dtype
+        )
+    return reduce_loss(loss, reduction, sample_weight, normalizer)
+
+
+def mse_loss(
+    input: Tensor,
+    target: Tensor,
+    reduction: str = "mean",
+    sample_weight: Optional[Tensor] = None,
+    normalizer: Optional[Tensor] = None,
+) -> Tensor:
+    """Squared error ``(input - target) ** 2``, as ``torch.nn.functional.mse_loss``.
+
+    Example:
+        >>> mse_loss(torch.tensor([[1.0, 2.0], [3.0, 5.0]]), torch.zeros(2, 2), reduction="per_sample")
+        tensor([ 2.5000, 17.0000])
+    """
+    if not torch.jit.is_scripting():
+        input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)
+    if _primitive_path():
+        diff = input - target
+        loss = diff * diff
+    else:
+        loss = F.mse_loss(input, target, reduction="none")
+    return reduce_loss(loss, reduction, sample_weight, normalizer)
+
+
+def l1_loss(
+    input: Tensor,
+    target: Tensor,
+    reduction: str = "mean",
+    sample_weight: Optional[Tensor] = None,
+    normalizer: Optional[Tensor] = None,
+) -> Tensor:
+    """Absolute error ``|input - target|``, as ``torch.nn.functional.l1_loss``.
+
+    Example:
+        >>> l1_loss(torch.tensor([1.0, -2.0]), torch.zeros(2), reduction="sum")
+        tensor(3.)
+    """
+    if not torch.jit.is_scripting():
+        input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)
+    if _primitive_path():
+        loss = torch.abs(input - target)
+    else:
+        loss = F.l1_loss(input, target, reduction="none")
+    return reduce_loss(loss, reduction, sample_weight, normalizer)
+
+
+def smooth_l1_loss(
+    input: Tensor,
+    target: Tensor,
+    reduction: str = "mean",
+    beta: float = 1.0,
+    sample_weight: Optional[Tensor] = None,
+    normalizer: Optional[Tensor] = None,
+) -> Tensor:
+    """Smooth L1: ``0.5 * d**2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 * beta``.
+
+    As ``torch.nn.functional.smooth_l1_loss``; ``beta=0`` is the L1 loss.
+
+    Example:
+        >>> smooth_l1_loss(torch.tensor([0.5, 3.0]), torch.zeros(2), reduction="none")
+        tensor([0.1250, 2.5000])
+    """
+    if not torch.jit.is_scripting():
+        if beta < 0:
+            raise ValueError(f"beta must be non-negative; got {beta}")
+        input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)
+    if _primitive_path():
+        diff = torch.abs(input - target)
+        if beta == 0.0:
+            loss = diff
+        else:
+            loss = torch.where(diff < beta, 0.5 * diff * diff / beta, diff - 0.5 * beta)
+    else:
+        loss = F.smooth_l1_loss(input, target, reduction="none", beta=beta)
+    return reduce_loss(loss, reduction, sample_weight, normalizer)
+
+
+def huber_loss(
+    input: Tensor,
+    target: Tensor,
+    reduction: str = "mean",
+    delta: float = 1.0,
+    sample_weight: Optional[Tensor] = None,
+    normalizer: Optional[Tensor] = None,
+) -> Tensor:
+    """Huber: ``0.5 * d**2`` where ``|d| < delta``, else ``delta * (|d| - 0.5 * delta)``.
+
+    As ``torch.nn.functional.huber_loss``.
+
+    Example:
+        >>> huber_loss(torch.tensor([0.5, 3.0]), torch.zeros(2), reduction="none", delta=2.0)
+        tensor([0.1250, 4.0000])
+    """
+    if not torch.jit.is_scripting():
+        if delta <= 0:
+            raise ValueError(f"delta must be positive; got {delta}")
+        input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)
+    if _primitive_path():
+        diff = torch.abs(input - target)
+        loss = torch.where(diff < delta, 0.5 * diff * diff, delta * (diff - 0.5 * delta))
+    else:
+        loss = F.huber_loss(input, target, reduction="none", delta=delta)
+    return reduce_loss(loss, reduction, sample_weight, normalizer)
+
+
+def kl_div(
+    input: Tensor,
+    target: Tensor,
+    reduction: str = "mean",
+    log_target: bool = False,
+    sample_weight: Optional[Tensor] = None,
+    normalizer: Optional[Tensor] = None,
+) -> Tensor:
+    """Kullback-Leibler divergence of log-probabilities ``input`` from ``target``.
+
+    As ``torch.nn.functional.kl_div``: ``target * (log(target) - input)``, or with
+    ``log_target=True``, ``exp(target) * (target - input)``. ``"mean"`` averages over every
+    element as ``torch.nn`` does; ``"batchmean"`` divides the sum by the batch size.
+
+    Example:
+        >>> logp = torch.log(torch.tensor([[0.5, 0.5]]))
+        >>> kl_div(logp, torch.tensor([[0.9, 0.1]]), reduction="batchmean")
+        tensor(0.3681)
+    """
+    if not torch.jit.is_scripting():
+        input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, KL_REDUCTIONS)
+    if log_target:
+        loss = torch.exp(target) * (target - input)
+    elif _primitive_path():
+        entropy = torch.where(target == 0, torch.zeros_like(target), target * torch.log(target))
+        loss = entropy - target * input
+    else:
+        loss = F.kl_div(input, target, reduction="none", log_target=False)
+    return reduce_loss(loss, reduction, sample_weight, normalizer)
+
+
+def sigmoid_focal_loss(
+    input: Tensor,
+    target: Tensor,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    reduction: str = "mean",
+    sample_weight: Optional[Tensor] = None,
+    normalizer: Optional[Tensor] = None,
+) -> Tensor:
+    """Sigmoid focal loss (Lin et al.), as ``torchvision.ops.sigmoid_focal_loss``.
+
+    ``alpha_t * (1 - p_t) ** gamma * bce_with_logits(input, target)``; a negative ``alpha``
+    turns the class balancing off. The default reduction is ``"mean"`` (torchvision's is
+    ``"none"``).
+
+    Example:
+        >>> sigmoid_focal_loss(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.0]), reduction="none")
+        tensor([0.0433, 1.0511])
+    """
+    if not torch.jit.is_scripting():
+        input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)
+    p = torch.sigmoid(input)
+    if _primitive_path():
+        ce = (1.0 - target) * input + _softplus_neg(input)
+    else:
+        ce = F.binary_cross_entropy_with_logits(input, target, reduction="none")
+    p_t = p * target + (1.0 - p) * (1.0 - target)
+    loss = ce * (1.0 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * target + (1.0 - alpha) * (1.0 - target)) * loss
+    return reduce_loss(loss, reduction, sample_weight, normalizer)

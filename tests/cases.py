@@ -1,0 +1,279 @@
+"""The loss catalogue the tests share: each case builds our module, its torch.nn twin (or an
+independent float64 formula) and inputs for any batch size."""
+
+import dataclasses
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import exportable_loss as el
+
+BASE = ("none", "per_sample", "mean", "sum")
+# Feature sizes stay below every batch size the tests use (>= 6), so torch.compile's duck
+# sizing never ties the batch to another dimension.
+C = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    make: Callable[..., nn.Module]  # (reduction) -> our module
+    inputs: Callable[[int, torch.Generator], Tuple[Tensor, Tensor]]
+    # float64 element-wise reference: (input, target) -> (l, valid mask or None, position weight or None)
+    elementwise: Callable[[Tensor, Tensor], Tuple[Tensor, Optional[Tensor], Optional[Tensor]]]
+    # torch.nn twin for none/mean/sum, None where torch.nn has no such loss
+    twin: Optional[Callable[..., nn.Module]] = None
+    reductions: Tuple[str, ...] = BASE
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _class_target(n: int, g: torch.Generator, *rest: int, ignore: int = -100) -> Tensor:
+    t = torch.randint(0, C, (n, *rest), generator=g)
+    t.view(-1)[::4] = ignore  # every fourth position ignored, row 0 included
+    return t
+
+
+def _ce_ref(weight, ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=None):
+    """float64 cross entropy from the formula, independent of torch.nn and of our code."""
+
+    def ref(x: Tensor, t: Tensor):
+        x = x.double()
+        if softcap is not None:
+            x = softcap * torch.tanh(x / softcap)
+        w = torch.ones(x.shape[1], dtype=torch.float64) if weight is None else weight.double()
+        wb = w.view([1, -1] + [1] * (x.dim() - 2))
+        lse = torch.logsumexp(x, 1)
+        logp = x - lse.unsqueeze(1)
+        if t.is_floating_point():
+            q = t.double() * (1 - label_smoothing) + label_smoothing / x.shape[1]
+            return -(logp * q * wb).sum(1) + z_loss * lse**2, None, None
+        valid = t != ignore_index
+        safe = torch.where(valid, t, 0)
+        wt = torch.where(valid, w[safe], 0.0)
+        nll = -logp.gather(1, safe.unsqueeze(1)).squeeze(1)
+        smooth = -(logp * wb).sum(1)
+        loss = (1 - label_smoothing) * wt * nll + label_smoothing / x.shape[1] * smooth + z_loss * lse**2 * wt
+        return torch.where(valid, loss, 0.0), valid, wt
+
+    return ref
+
+
+def _nn_elementwise(fn: Callable[..., Tensor]):
+    def ref(x: Tensor, t: Tensor):
+        return fn(x.double(), t.double()), None, None
+
+    return ref
+
+
+def _focal_ref(alpha: float, gamma: float):
+    # torchvision.ops.sigmoid_focal_loss, written out in float64
+    def ref(x: Tensor, t: Tensor):
+        x, t = x.double(), t.double()
+        p = torch.sigmoid(x)
+        ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+        p_t = p * t + (1 - p) * (1 - t)
+        loss = ce * (1 - p_t) ** gamma
+        if alpha >= 0:
+            loss = (alpha * t + (1 - alpha) * (1 - t)) * loss
+        return loss, None, None
+
+    return ref
+
+
+_gen = torch.Generator().manual_seed(0)
+W5 = torch.rand(C, generator=_gen) + 0.5
+W3 = torch.rand(3, generator=_gen) + 0.5
+POS3 = torch.rand(3, generator=_gen) * 3
+
+
+def _nll_ref(x: Tensor, t: Tensor):
+    valid = t != -100
+    safe = torch.where(valid, t, 0)
+    wt = torch.where(valid, W5.double()[safe], 0.0)
+    return torch.where(valid, -x.double().gather(1, safe.unsqueeze(1)).squeeze(1) * wt, 0.0), valid, wt
+
+
+CASES: Dict[str, Case] = {
+    c.name: c
+    for c in [
+        Case(
+            "ce",
+            lambda r, **kw: el.CrossEntropyLoss(reduction=r, **kw),
+            lambda n, g: (torch.randn(n, C, generator=g) * 3, _class_target(n, g)),
+            _ce_ref(None),
+            twin=lambda r: nn.CrossEntropyLoss(reduction=r),
+        ),
+        Case(
+            "ce_weight_ls_spatial",
+            lambda r, **kw: el.CrossEntropyLoss(W5, ignore_index=1, reduction=r, label_smoothing=0.2, **kw),
+            lambda n, g: (torch.randn(n, C, 3, generator=g), _class_target(n, g, 3, ignore=1)),
+            _ce_ref(W5, ignore_index=1, label_smoothing=0.2),
+            twin=lambda r: nn.CrossEntropyLoss(W5, ignore_index=1, reduction=r, label_smoothing=0.2),
+        ),
+        Case(
+            "ce_probs",
+            lambda r, **kw: el.CrossEntropyLoss(W5, reduction=r, label_smoothing=0.1, **kw),
+            lambda n, g: (
+                torch.randn(n, C, 2, generator=g),
+                torch.softmax(torch.randn(n, C, 2, generator=g), 1),
+            ),
+            _ce_ref(W5, label_smoothing=0.1),
+            twin=lambda r: nn.CrossEntropyLoss(W5, reduction=r, label_smoothing=0.1),
+        ),
+        Case(
+            "ce_zloss_softcap",
+            lambda r, **kw: el.CrossEntropyLoss(W5, reduction=r, z_loss=0.01, logit_softcap=3.0, **kw),
+            lambda n, g: (torch.randn(n, C, generator=g) * 4, _class_target(n, g)),
+            _ce_ref(W5, z_loss=0.01, softcap=3.0),
+        ),
+        Case(
+            "nll",
+            lambda r, **kw: el.NLLLoss(W5, reduction=r, **kw),
+            lambda n, g: (torch.log_softmax(torch.randn(n, C, generator=g), 1), _class_target(n, g)),
+            _nll_ref,
+            twin=lambda r: nn.NLLLoss(W5, reduction=r),
+        ),
+        Case(
+            "bce_logits",
+            lambda r, **kw: el.BCEWithLogitsLoss(W3, reduction=r, pos_weight=POS3, **kw),
+            lambda n, g: (torch.randn(n, 3, generator=g) * 8, torch.rand(n, 3, generator=g)),
+            _nn_elementwise(
+                lambda x, t: F.binary_cross_entropy_with_logits(
+                    x, t, W3.double(), reduction="none", pos_weight=POS3.double()
+                )
+            ),
+            twin=lambda r: nn.BCEWithLogitsLoss(W3, reduction=r, pos_weight=POS3),
+        ),
+        Case(
+            "mse",
+            lambda r, **kw: el.MSELoss(reduction=r, **kw),
+            lambda n, g: (torch.randn(n, 3, 2, generator=g), torch.randn(n, 3, 2, generator=g)),
+            _nn_elementwise(lambda x, t: F.mse_loss(x, t, reduction="none")),
+            twin=lambda r: nn.MSELoss(reduction=r),
+        ),
+        Case(
+            "l1",
+            lambda r, **kw: el.L1Loss(reduction=r, **kw),
+            lambda n, g: (torch.randn(n, 3, 2, generator=g), torch.randn(n, 3, 2, generator=g)),
+            _nn_elementwise(lambda x, t: F.l1_loss(x, t, reduction="none")),
+            twin=lambda r: nn.L1Loss(reduction=r),
+        ),
+        Case(
+            "smooth_l1",
+            lambda r, **kw: el.SmoothL1Loss(reduction=r, beta=0.5, **kw),
+            lambda n, g: (torch.randn(n, 4, generator=g), torch.randn(n, 4, generator=g)),
+            _nn_elementwise(lambda x, t: F.smooth_l1_loss(x, t, reduction="none", beta=0.5)),
+            twin=lambda r: nn.SmoothL1Loss(reduction=r, beta=0.5),
+        ),
+        Case(
+            "huber",
+            lambda r, **kw: el.HuberLoss(reduction=r, delta=0.7, **kw),
+            lambda n, g: (torch.randn(n, 4, generator=g), torch.randn(n, 4, generator=g)),
+            _nn_elementwise(lambda x, t: F.huber_loss(x, t, reduction="none", delta=0.7)),
+            twin=lambda r: nn.HuberLoss(reduction=r, delta=0.7),
+        ),
+        Case(
+            "kl",
+            lambda r, **kw: el.KLDivLoss(reduction=r, **kw),
+            lambda n, g: (
+                torch.log_softmax(torch.randn(n, 4, generator=g), 1),
+                torch.softmax(torch.randn(n, 4, generator=g), 1),
+            ),
+            _nn_elementwise(lambda x, t: F.kl_div(x, t, reduction="none")),
+            twin=lambda r: nn.KLDivLoss(reduction=r),
+            reductions=BASE + ("batchmean",),
+        ),
+        Case(
+            "kl_log_target",
+            lambda r, **kw: el.KLDivLoss(reduction=r, log_target=True, **kw),
+            lambda n, g: (
+                torch.log_softmax(torch.randn(n, 4, generator=g), 1),
+                torch.log_softmax(torch.randn(n, 4, generator=g), 1),
+            ),
+            _nn_elementwise(lambda x, t: F.kl_div(x, t, reduction="none", log_target=True)),
+            twin=lambda r: nn.KLDivLoss(reduction=r, log_target=True),
+            reductions=BASE + ("batchmean",),
+        ),
+        Case(
+            "focal",
+            lambda r, **kw: el.FocalLoss(reduction=r, **kw),
+            lambda n, g: (torch.randn(n, 3, generator=g) * 3, (torch.rand(n, 3, generator=g) > 0.5).float()),
+            _focal_ref(0.25, 2.0),
+        ),
+        Case(
+            "focal_no_alpha",
+            lambda r, **kw: el.FocalLoss(alpha=-1.0, gamma=1.5, reduction=r, **kw),
+            lambda n, g: (torch.randn(n, 3, generator=g) * 3, torch.rand(n, 3, generator=g)),
+            _focal_ref(-1.0, 1.5),
+        ),
+    ]
+}
+
+
+def make_inputs(case: Case, n: int, seed: int = 0, weighting: str = "plain"):
+    """(input, target[, sample_weight[, normalizer]]) for batch size n; input requires grad."""
+    g = torch.Generator().manual_seed(seed * 1000 + n)
+    x, t = case.inputs(n, g)
+    x.requires_grad_(True)
+    if weighting == "plain":
+        return (x, t)
+    s = torch.rand(n, generator=g) * 2
+    s[1] = 0.0  # a zero-weight sample counts for nothing
+    if weighting == "sample_weight":
+        return (x, t, s)
+    return (x, t, s, torch.tensor(7.5))
+
+
+def spec_reduce(
+    l: Tensor,
+    reduction: str,
+    s: Optional[Tensor] = None,
+    normalizer: Optional[Tensor] = None,
+    valid: Optional[Tensor] = None,
+    position_weight: Optional[Tensor] = None,
+) -> Tensor:
+    """SPEC "Reductions", written out in float64 with loops: the independent reference."""
+    l = l.double()
+    n = l.shape[0]
+    s = torch.ones(n, dtype=torch.float64) if s is None else s.double()
+    valid = torch.ones_like(l, dtype=torch.bool) if valid is None else valid
+    pw = valid.double() if position_weight is None else position_weight.double()
+    weighted = torch.stack([torch.where(s[i] != 0, s[i] * l[i], torch.zeros_like(l[i])) for i in range(n)])
+    if reduction == "none":
+        return weighted
+    if reduction == "per_sample":
+        return torch.stack([weighted[i].sum() / max(1, int(valid[i].sum())) for i in range(n)])
+    total = weighted.sum()
+    if reduction == "sum":
+        return total
+    if normalizer is not None:
+        d = normalizer.double()
+    elif reduction == "batchmean":
+        d = torch.tensor(float(n), dtype=torch.float64)
+    else:
+        d = sum(s[i] * pw[i].sum() for i in range(n))
+    return torch.zeros((), dtype=torch.float64) if d == 0 else total / d
+
+
+WEIGHTINGS = ("plain", "sample_weight", "normalizer")
+
+
+def combos():
+    """Every (case, reduction, weighting) SPEC defines; normalizer only with mean/batchmean."""
+    out = []
+    for case in CASES.values():
+        for reduction in case.reductions:
+            for weighting in WEIGHTINGS:
+                if weighting == "normalizer" and reduction not in ("mean", "batchmean"):
+                    continue
+                out.append((case, reduction, weighting))
+    return out
+
+
+def combo_id(combo) -> str:
+    case, reduction, weighting = combo
+    return f"{case.name}-{reduction}-{weighting}"

@@ -1,0 +1,117 @@
+"""The path matrix: every loss, reduction and weighting gives the eager result (and gradients)
+under torch.jit.script, torch.compile, torch.export and both ONNX exporters in onnxruntime."""
+
+import io
+import os
+import warnings
+
+import pytest
+import torch
+from cases import CASES, combo_id, combos, make_inputs
+
+from exportable_loss.export import check_onnx_model, export_onnx, run_onnx
+
+RTOL, ATOL = 1e-5, 1e-6
+ONNX_RTOL, ONNX_ATOL = 1e-4, 1e-5
+EXAMPLE_N, OTHER_NS = 6, (9, 11)
+COMBOS = combos()
+
+
+def _grads(out, args):
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
+    wrt = [a for a in args if a.requires_grad]
+    return torch.autograd.grad((out * g).sum(), wrt)
+
+
+def _inputs(case, n, weighting, sample_weight_grad=True):
+    args = make_inputs(case, n, weighting=weighting)
+    if len(args) > 2 and sample_weight_grad:
+        args[2].requires_grad_(True)
+    return args
+
+
+def _assert_same(module, fn, case, weighting, ns=OTHER_NS):
+    for n in ns:
+        args = _inputs(case, n, weighting)
+        ref = module(*args)
+        ref_grads = _grads(ref, args)
+        args = _inputs(case, n, weighting)
+        out = fn(*args)
+        torch.testing.assert_close(out, ref, rtol=RTOL, atol=ATOL)
+        for got, want in zip(_grads(out, args), ref_grads):
+            torch.testing.assert_close(got, want, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=combo_id)
+def test_torchscript(combo, tmp_path):
+    case, reduction, weighting = combo
+    module = case.make(reduction)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(module)
+        buffer = io.BytesIO()
+        torch.jit.save(scripted, buffer)
+        buffer.seek(0)
+        reloaded = torch.jit.load(buffer)
+    _assert_same(module, reloaded, case, weighting)
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=combo_id)
+def test_compile_aot_eager_no_recompile(combo):
+    case, reduction, weighting = combo
+    _check_compiled(case, reduction, weighting, "aot_eager")
+
+
+@pytest.mark.parametrize("name", ["ce_weight_ls_spatial", "bce_logits", "mse", "kl"])
+def test_compile_inductor(name):
+    _check_compiled(CASES[name], "mean", "sample_weight", "inductor")
+
+
+def _check_compiled(case, reduction, weighting, backend):
+    torch._dynamo.reset()
+    module = case.make(reduction)
+    compiled = torch.compile(module, fullgraph=True, dynamic=True, backend=backend)
+    _assert_same(module, compiled, case, weighting, ns=(EXAMPLE_N,))
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        _assert_same(module, compiled, case, weighting)
+
+
+@pytest.mark.parametrize("combo", COMBOS, ids=combo_id)
+def test_torch_export_dynamic_batch(combo, tmp_path):
+    case, reduction, weighting = combo
+    module = case.make(reduction)
+    args = _inputs(case, EXAMPLE_N, weighting)
+    batch = torch.export.Dim("batch", min=2)
+    program = torch.export.export(module, args, dynamic_shapes=tuple({0: batch} if a.dim() else None for a in args))
+    path = os.path.join(tmp_path, "loss.pt2")
+    torch.export.save(program, path)
+    reloaded = torch.export.load(path).module()
+    _assert_same(module, reloaded, case, weighting)
+
+
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+@pytest.mark.parametrize("combo", COMBOS, ids=combo_id)
+def test_onnx_in_onnxruntime(combo, dynamo, tmp_path):
+    case, reduction, weighting = combo
+    module = case.make(reduction)
+    path = export_onnx(module, _inputs(case, EXAMPLE_N, weighting), os.path.join(tmp_path, "loss.onnx"), dynamo=dynamo)
+    for n in OTHER_NS:
+        args = _inputs(case, n, weighting)
+        ref = module(*args).detach()
+        (out,) = run_onnx(path, args)
+        check_onnx_model(path, [ref])
+        assert out.shape == ref.shape and out.dtype == ref.dtype
+        torch.testing.assert_close(out, ref, rtol=ONNX_RTOL, atol=ONNX_ATOL)
+
+
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+@pytest.mark.parametrize("name", ["bce_logits", "focal"])
+def test_onnx_logsigmoid_stays_finite_at_extreme_logits(name, dynamo, tmp_path):
+    case = CASES[name]
+    module = case.make("none")
+    path = export_onnx(module, make_inputs(case, EXAMPLE_N), os.path.join(tmp_path, "loss.onnx"), dynamo=dynamo)
+    x = torch.tensor([[-80.0, -25.0, 0.0], [30.0, 90.0, -1.0]]).repeat(3, 1)
+    t = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]).repeat(3, 1)
+    (out,) = run_onnx(path, (x, t))
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, module(x, t), rtol=ONNX_RTOL, atol=ONNX_ATOL)

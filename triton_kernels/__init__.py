@@ -1,0 +1,1 @@
+"""Triton kernels of exportable-loss (installed as ``exportable_loss.triton_kernels``)."""
