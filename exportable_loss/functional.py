@@ -45,6 +45,21 @@ def _primitive_path() -> bool:
         return torch.onnx.is_in_onnx_export()
 
 
+def _plain_reduction(
+    input: Tensor, reduction: str, sample_weight: Optional[Tensor], normalizer: Optional[Tensor]
+) -> bool:
+    """True where the fused ATen loss may reduce by itself, exactly as the SPEC routine would:
+    an unweighted, non-empty float32/float64 sum or mean (fp16/bf16 accumulate in float32, and
+    an empty mean is 0 here, NaN in ATen). It saves the extra passes of a separate reduction."""
+    return (
+        (reduction == "mean" or reduction == "sum")
+        and sample_weight is None
+        and normalizer is None
+        and (input.dtype == torch.float32 or input.dtype == torch.float64)
+        and input.numel() > 0
+    )
+
+
 def _softplus_neg(x: Tensor) -> Tensor:
     # log(1 + exp(-x)), finite for every x once exported (Log(Sigmoid) is -inf for x <= -20).
     return torch.log1p(torch.exp(-torch.abs(x))) + torch.relu(-x)
@@ -271,6 +286,8 @@ def mse_loss(
     if _primitive_path():
         diff = input - target
         loss = diff * diff
+    elif _plain_reduction(input, reduction, sample_weight, normalizer):
+        return F.mse_loss(input, target, reduction=reduction)
     else:
         loss = F.mse_loss(input, target, reduction="none")
     return reduce_loss(loss, reduction, sample_weight, normalizer)
@@ -293,6 +310,8 @@ def l1_loss(
         input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)
     if _primitive_path():
         loss = torch.abs(input - target)
+    elif _plain_reduction(input, reduction, sample_weight, normalizer):
+        return F.l1_loss(input, target, reduction=reduction)
     else:
         loss = F.l1_loss(input, target, reduction="none")
     return reduce_loss(loss, reduction, sample_weight, normalizer)
@@ -324,6 +343,8 @@ def smooth_l1_loss(
             loss = diff
         else:
             loss = torch.where(diff < beta, 0.5 * diff * diff / beta, diff - 0.5 * beta)
+    elif _plain_reduction(input, reduction, sample_weight, normalizer):
+        return F.smooth_l1_loss(input, target, reduction=reduction, beta=beta)
     else:
         loss = F.smooth_l1_loss(input, target, reduction="none", beta=beta)
     return reduce_loss(loss, reduction, sample_weight, normalizer)
@@ -352,6 +373,8 @@ def huber_loss(
     if _primitive_path():
         diff = torch.abs(input - target)
         loss = torch.where(diff < delta, 0.5 * diff * diff, delta * (diff - 0.5 * delta))
+    elif _plain_reduction(input, reduction, sample_weight, normalizer):
+        return F.huber_loss(input, target, reduction=reduction, delta=delta)
     else:
         loss = F.huber_loss(input, target, reduction="none", delta=delta)
     return reduce_loss(loss, reduction, sample_weight, normalizer)

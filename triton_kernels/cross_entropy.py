@@ -1,0 +1,156 @@
+"""Cross entropy over rows of logits: one program per row, online log-sum-exp over column blocks.
+
+The logits are viewed as ``(N, C, D)`` (``D`` the product of the dimensions after the class
+dimension; 1 for ``(N, C)``); row ``r`` is ``(r // D, :, r % D)``. Offsets are int64. Every
+value accumulates in float32 whatever the logits' dtype.
+
+Pass structure: the forward reads the logits once and writes a loss, the log-sum-exp and (for
+probability targets) the target mass per row; the backward reads the logits once more and
+writes the gradient, scaled by an arbitrary (also stride-0) per-row ``grad_loss``. Nothing of
+the gradient is computed under ``torch.no_grad``, and the backward may write into the logits'
+own memory when the caller opts in.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _softcap(x, cap, HAS_SOFTCAP: tl.constexpr):
+    if HAS_SOFTCAP:
+        # cap * tanh(x / cap), tanh from exp: finite for every x
+        x = cap * (1.0 - 2.0 / (tl.exp(2.0 * x / cap) + 1.0))
+    return x
+
+
+@triton.jit
+def cross_entropy_forward_kernel(
+    logits_ptr,
+    target_ptr,
+    weight_ptr,
+    loss_ptr,
+    lse_ptr,
+    mass_ptr,
+    n_cols,
+    spatial,
+    stride_n,
+    stride_c,
+    stride_d,
+    ignore_index,
+    label_smoothing,
+    z_loss,
+    softcap,
+    weight_sum,
+    HAS_WEIGHT: tl.constexpr,
+    PROB_TARGET: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    base = (row // spatial) * stride_n + (row % spatial) * stride_d
+    cols = tl.arange(0, BLOCK)
+    m = tl.full([], float("-inf"), tl.float32)
+    s = tl.zeros([], tl.float32)
+    sum_wx = tl.zeros([], tl.float32)  # sum_c q_c w_c x_c (q: smoothed target, 1 for index targets)
+    sum_qw = tl.zeros([], tl.float32)  # sum_c q_c w_c, probability targets only
+    for start in range(0, n_cols, BLOCK):
+        c = start + cols
+        mask = c < n_cols
+        offs = base + c.to(tl.int64) * stride_c
+        x = tl.load(logits_ptr + offs, mask=mask, other=float("-inf")).to(tl.float32)
+        x = _softcap(x, softcap, HAS_SOFTCAP)
+        new_m = tl.maximum(m, tl.max(x, 0))
+        s = s * tl.exp(m - new_m) + tl.sum(tl.where(mask, tl.exp(x - new_m), 0.0), 0)
+        m = new_m
+        w = tl.load(weight_ptr + c, mask=mask, other=0.0).to(tl.float32) if HAS_WEIGHT else 1.0
+        if PROB_TARGET:
+            q = tl.load(target_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            q = q * (1.0 - label_smoothing) + label_smoothing / n_cols
+            qw = tl.where(mask, q * w, 0.0)
+            sum_wx += tl.sum(tl.where(mask, qw * x, 0.0), 0)
+            sum_qw += tl.sum(qw, 0)
+        else:
+            sum_wx += tl.sum(tl.where(mask, w * x, 0.0), 0)
+    lse = m + tl.log(s)
+    if PROB_TARGET:
+        loss = lse * sum_qw - sum_wx + z_loss * lse * lse
+        tl.store(mass_ptr + row, sum_qw)
+    else:
+        t = tl.load(target_ptr + row).to(tl.int64)
+        in_range = (t >= 0) & (t < n_cols)
+        safe = tl.where(in_range, t, 0)
+        x_t = _softcap(tl.load(logits_ptr + base + safe * stride_c).to(tl.float32), softcap, HAS_SOFTCAP)
+        w_t = tl.load(weight_ptr + safe).to(tl.float32) if HAS_WEIGHT else 1.0
+        smooth = lse * weight_sum - sum_wx
+        loss = (1.0 - label_smoothing) * w_t * (lse - x_t) + label_smoothing / n_cols * smooth
+        loss += z_loss * lse * lse * w_t
+        loss = tl.where(in_range, loss, float("nan"))
+        loss = tl.where(t == ignore_index, 0.0, loss)
+    tl.store(loss_ptr + row, loss)
+    tl.store(lse_ptr + row, lse)
+
+
+@triton.jit
+def cross_entropy_backward_kernel(
+    grad_loss_ptr,
+    grad_loss_stride,
+    logits_ptr,
+    target_ptr,
+    weight_ptr,
+    lse_ptr,
+    mass_ptr,
+    grad_ptr,
+    n_cols,
+    spatial,
+    stride_n,
+    stride_c,
+    stride_d,
+    gstride_n,
+    gstride_c,
+    gstride_d,
+    ignore_index,
+    label_smoothing,
+    z_loss,
+    softcap,
+    weight_sum,
+    HAS_WEIGHT: tl.constexpr,
+    PROB_TARGET: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    n = row // spatial
+    d = row % spatial
+    base = n * stride_n + d * stride_d
+    gbase = n * gstride_n + d * gstride_d
+    cols = tl.arange(0, BLOCK)
+    g = tl.load(grad_loss_ptr + row * grad_loss_stride).to(tl.float32)
+    lse = tl.load(lse_ptr + row)
+    if PROB_TARGET:
+        coef_p = tl.load(mass_ptr + row) + 2.0 * z_loss * lse
+        t = 0
+        w_t = 1.0
+    else:
+        t = tl.load(target_ptr + row).to(tl.int64)
+        in_range = (t >= 0) & (t < n_cols)
+        w_t = tl.load(weight_ptr + tl.where(in_range, t, 0)).to(tl.float32) if HAS_WEIGHT else 1.0
+        coef_p = (1.0 - label_smoothing) * w_t + label_smoothing / n_cols * weight_sum + 2.0 * z_loss * w_t * lse
+        # ignored rows get exactly zero gradient; an out-of-range index gets NaN (visible)
+        g = tl.where(t == ignore_index, 0.0, tl.where(in_range, g, float("nan")))
+    for start in range(0, n_cols, BLOCK):
+        c = start + cols
+        mask = c < n_cols
+        raw = tl.load(logits_ptr + base + c.to(tl.int64) * stride_c, mask=mask, other=0.0).to(tl.float32)
+        x = _softcap(raw, softcap, HAS_SOFTCAP)
+        p = tl.exp(x - lse)
+        w = tl.load(weight_ptr + c, mask=mask, other=0.0).to(tl.float32) if HAS_WEIGHT else 1.0
+        if PROB_TARGET:
+            q = tl.load(target_ptr + base + c.to(tl.int64) * stride_c, mask=mask, other=0.0).to(tl.float32)
+            q = q * (1.0 - label_smoothing) + label_smoothing / n_cols
+            dx = coef_p * p - q * w
+        else:
+            dx = coef_p * p - label_smoothing / n_cols * w - tl.where(c == t, (1.0 - label_smoothing) * w_t, 0.0)
+        if HAS_SOFTCAP:
+            dx = dx * (1.0 - (x / softcap) * (x / softcap))
+        dx = tl.where(g == 0.0, 0.0, dx * g)  # no NaN from an ignored row's logits
+        tl.store(grad_ptr + gbase + c.to(tl.int64) * gstride_c, dx.to(grad_ptr.dtype.element_ty), mask=mask)
