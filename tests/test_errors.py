@@ -57,7 +57,9 @@ def test_checks_read_no_data(name):
         case.make("mean").to("meta")(x, t, torch.ones(5, device="meta"))
     with pytest.raises(ValueError, match=r"sample_weight must have shape \(6,\).*got \(6, 1\)"):
         case.make("mean").to("meta")(x, t, torch.ones(6, 1, device="meta"))
-    with pytest.raises(ValueError, match="normalizer is used only by reduction='mean' or 'batchmean'; got reduction='sum'"):
+    with pytest.raises(
+        ValueError, match="normalizer is used only by reduction='mean' or 'batchmean'; got reduction='sum'"
+    ):
         case.make("sum").to("meta")(x, t, None, torch.tensor(3.0, device="meta"))
     with pytest.raises(ValueError, match=r"normalizer must be a 0-dim tensor; got \(1,\)"):
         case.make("mean").to("meta")(x, t, None, torch.ones(1, device="meta"))
@@ -69,19 +71,25 @@ def test_checks_read_no_data(name):
 def test_mismatched_shapes_raise_instead_of_broadcasting(name):
     case = CASES[name]
     x, t = _meta(case)
-    with pytest.raises(ValueError, match=r"input and target must have the same shape; got input \(6, .*\) and target \(1, "):
+    with pytest.raises(
+        ValueError, match=r"input and target must have the same shape; got input \(6, .*\) and target \(1, "
+    ):
         case.make("mean").to("meta")(x, t[:1])
 
 
 def test_class_target_checks():
     x = torch.zeros(6, 5, 3, device="meta")
-    with pytest.raises(ValueError, match=r"class-index target must have shape \(6, 3\) for input \(6, 5, 3\); got target \(6, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"class-index target must have shape \(6, 3\) for input \(6, 5, 3\); got target \(6, 5\)"
+    ):
         el.CrossEntropyLoss()(x, torch.zeros(6, 5, dtype=torch.long, device="meta"))
     with pytest.raises(ValueError, match=r"class-probability target must have the input's shape \(6, 5, 3\); got"):
         el.CrossEntropyLoss()(x, torch.zeros(6, 3, device="meta"))
     with pytest.raises(ValueError, match=r"weight must have shape \(5,\), one weight per class .*got \(4,\)"):
         el.CrossEntropyLoss(weight=torch.ones(4, device="meta"))(x, torch.zeros(6, 3, dtype=torch.long, device="meta"))
-    with pytest.raises(ValueError, match="target must hold integer class indices or float probabilities; got dtype torch.bool"):
+    with pytest.raises(
+        ValueError, match="target must hold integer class indices or float probabilities; got dtype torch.bool"
+    ):
         el.CrossEntropyLoss()(x, torch.zeros(6, 3, dtype=torch.bool, device="meta"))
     with pytest.raises(ValueError, match="target must hold integer class indices; got dtype torch.float32"):
         el.NLLLoss()(x, torch.zeros(6, 5, 3, device="meta"))

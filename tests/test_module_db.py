@@ -31,8 +31,11 @@ def _clone(value):
 
 def _broadcasts(args) -> bool:
     tensors = [a for a in args if torch.is_tensor(a)]
-    return len(tensors) >= 2 and tensors[0].is_floating_point() and tensors[1].is_floating_point() and (
-        tensors[0].shape != tensors[1].shape
+    return (
+        len(tensors) >= 2
+        and tensors[0].is_floating_point()
+        and tensors[1].is_floating_point()
+        and (tensors[0].shape != tensors[1].shape)
     )
 
 
@@ -66,7 +69,9 @@ def test_module_db_inputs(info, dtype):
             ref = torch.zeros_like(ref)
         ours_args = [_clone(a) for a in args]
         out = ours(*ours_args, **kwargs)
-        torch.testing.assert_close(out, ref, equal_nan=True, msg=lambda m, d=sample.desc: f"{info.module_cls.__name__} {d}: {m}")
+        torch.testing.assert_close(
+            out, ref, equal_nan=True, msg=lambda m, d=sample.desc: f"{info.module_cls.__name__} {d}: {m}"
+        )
         wrt = [a for a in args if torch.is_tensor(a) and a.requires_grad]
         ours_wrt = [a for a in ours_args if torch.is_tensor(a) and a.requires_grad]
         if wrt and ref.requires_grad:
