@@ -153,3 +153,17 @@ def prepare_pointwise(
     check_same_shape(input, target)
     check_reduction_args(reduction, input, input.dim() > 0, sample_weight, normalizer, choices)
     return autocast_float32(input, target)
+
+
+def check_fused_grads(target: Tensor, sample_weight: Optional[Tensor]) -> None:
+    """The fused kernels differentiate with respect to the input only."""
+    if target.requires_grad:
+        raise ValueError(
+            "backend='triton' computes no gradient for target; got a target that requires grad "
+            "(use backend='torch', or detach the target)"
+        )
+    if sample_weight is not None and sample_weight.requires_grad:
+        raise ValueError(
+            "backend='triton' computes no gradient for sample_weight; got a sample_weight that "
+            "requires grad (use backend='torch', or detach it)"
+        )

@@ -34,6 +34,7 @@ def reduce_loss(
     normalizer: Optional[Tensor] = None,
     valid: Optional[Tensor] = None,
     position_weight: Optional[Tensor] = None,
+    total: Optional[Tensor] = None,
 ) -> Tensor:
     """Reduce an element-wise loss.
 
@@ -46,6 +47,8 @@ def reduce_loss(
         valid: boolean mask of the positions that count (``ignore_index``); ``None``: all count.
         position_weight: the denominator weight of each position for ``"mean"`` (a class weight,
             0 where not counted); ``None``: 1 for every counted position.
+        total: ``sum(s * l)`` computed already (a fused kernel); ``loss`` then only gives the
+            shape and dtype (mean, sum and batchmean only).
 
     Returns:
         The reduced loss in ``loss``'s dtype; sums accumulate in at least float32.
@@ -53,12 +56,12 @@ def reduce_loss(
     out_dtype = loss.dtype
     acc = accumulation_dtype(out_dtype)
     batched = loss.dim() > 0
+    s: Optional[Tensor] = None
     if sample_weight is not None:
         s = sample_weight.reshape([-1] + [1] * (loss.dim() - 1))
-        # A zero-weight sample contributes exactly 0, even where its loss is NaN or Inf.
-        loss = torch.where(s != 0, loss * s, torch.zeros_like(loss))
-    else:
-        s = None
+        if total is None:
+            # A zero-weight sample contributes exactly 0, even where its loss is NaN or Inf.
+            loss = torch.where(s != 0, loss * s, torch.zeros_like(loss))
 
     if reduction == "none":
         return loss.to(out_dtype)
@@ -66,18 +69,19 @@ def reduce_loss(
         if loss.dim() <= 1:
             return loss.to(out_dtype)
         dims: List[int] = list(range(1, loss.dim()))
-        total = loss.sum(dim=dims, dtype=acc)
+        per_sample_total = loss.sum(dim=dims, dtype=acc)
         if valid is None:
             count = loss.numel() // loss.shape[0] if loss.shape[0] > 0 else 1
-            return (total / max(count, 1)).to(out_dtype)
+            return (per_sample_total / max(count, 1)).to(out_dtype)
         count_t = valid.sum(dim=dims, dtype=acc).clamp_min(1.0)
-        return (total / count_t).to(out_dtype)
+        return (per_sample_total / count_t).to(out_dtype)
 
-    total = loss.sum(dtype=acc)
+    if total is None:
+        total = loss.sum(dtype=acc)
     if reduction == "sum":
         return total.to(out_dtype)
     if normalizer is not None:
-        return _safe_divide(total, normalizer.detach().to(acc)).to(out_dtype)
+        return _safe_divide(total, normalizer.detach().to(total.dtype)).to(out_dtype)
     if reduction == "batchmean":
         if not batched:
             return total.to(out_dtype)

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from exportable_loss import _checks
+from exportable_loss import _checks, _ops  # noqa: F401  (_ops registers torch.ops.exportable_loss)
+from exportable_loss import triton_kernels as tk
 from exportable_loss._reduction import KL_REDUCTIONS, REDUCTIONS, reduce_loss
 
 __all__ = [
@@ -43,6 +44,99 @@ def _primitive_path() -> bool:
         return True
     else:
         return torch.onnx.is_in_onnx_export()
+
+
+def _use_triton(backend: str, input: Tensor) -> bool:
+    """Whether this call runs the fused op (Triton kernels, or their reference off-GPU).
+
+    Never while an ONNX exporter traces (standard operators only), never for float64 (the
+    kernels accumulate in float32); ``"auto"`` only where Triton runs on the tensor's GPU.
+    """
+    if backend == "torch" or input.dtype == torch.float64:
+        return False
+    if torch.jit.is_scripting():
+        return backend == "triton" or input.is_cuda
+    else:
+        if torch.onnx.is_in_onnx_export():
+            return False
+        if backend == "auto":
+            return input.is_cuda and tk.can_run(input)
+        return True
+
+
+def _fused_pointwise(
+    kind: str,
+    input: Tensor,
+    target: Tensor,
+    reduction: str,
+    sample_weight: Optional[Tensor],
+    normalizer: Optional[Tensor],
+    p1: float = 0.0,
+    p2: float = 0.0,
+    weight: Optional[Tensor] = None,
+    pos_weight: Optional[Tensor] = None,
+) -> Tensor:
+    """An element-wise loss through the fused op: loss, sample weights and sum in one kernel."""
+    if not torch.jit.is_scripting():
+        _checks.check_fused_grads(target, sample_weight)
+    x = input.contiguous()
+    y = target.contiguous()
+    w = weight.expand_as(x).contiguous() if weight is not None else None
+    pw = pos_weight.expand_as(x).contiguous() if pos_weight is not None else None
+    if reduction == "none" or reduction == "per_sample":
+        loss = torch.ops.exportable_loss.pointwise_loss(x, y, None, w, pw, kind, p1, p2, False)
+        return reduce_loss(loss, reduction, sample_weight, normalizer)
+    s = sample_weight.contiguous() if sample_weight is not None else None
+    total = torch.ops.exportable_loss.pointwise_loss(x, y, s, w, pw, kind, p1, p2, True)
+    return reduce_loss(input, reduction, sample_weight, normalizer, total=total)
+
+
+def _fused_cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    sample_weight: Optional[Tensor],
+    normalizer: Optional[Tensor],
+    z_loss: float,
+    logit_softcap: Optional[float],
+    inplace_backward: bool,
+) -> Tensor:
+    """Cross entropy through the fused op: one program per row of (N, C, D) logits."""
+    if not torch.jit.is_scripting():
+        _checks.check_fused_grads(target, sample_weight)
+        inplace_backward = inplace_backward and not torch.compiler.is_compiling()
+    unbatched = input.dim() == 1
+    x = input.unsqueeze(0) if unbatched else input
+    t = target.unsqueeze(0) if unbatched else target
+    n, num_classes = x.shape[0], x.shape[1]
+    x3 = x.reshape(n, num_classes, -1)
+    probabilities = t.is_floating_point()
+    if probabilities:
+        # the kernel walks target and logits with one set of strides
+        x3 = x3.contiguous()
+        t3 = t.reshape(n, num_classes, -1).contiguous()
+    else:
+        t3 = t.reshape(n, -1).long().contiguous()
+    w = weight.contiguous() if weight is not None else None
+    softcap = 0.0 if logit_softcap is None else logit_softcap
+    rows, _, _ = torch.ops.exportable_loss.cross_entropy_rows(
+        x3, t3, w, ignore_index, label_smoothing, z_loss, softcap, inplace_backward
+    )
+    loss = rows.reshape(x.shape[:1] + x.shape[2:])
+    if unbatched:
+        loss = loss.squeeze(0)
+    if probabilities:
+        return reduce_loss(loss, reduction, sample_weight, normalizer).to(input.dtype)
+    valid = target != ignore_index
+    target_weight: Optional[Tensor] = None
+    if weight is not None:
+        safe = torch.where((target >= 0) & (target < num_classes), target, torch.zeros_like(target)).long()
+        gathered = weight.to(torch.float32)[safe]
+        target_weight = torch.where(valid, gathered, torch.zeros_like(gathered))
+    return reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight).to(input.dtype)
 
 
 def _plain_reduction(
@@ -122,6 +216,8 @@ def cross_entropy(
     z_loss: float = 0.0,
     logit_softcap: Optional[float] = None,
     validate: bool = False,
+    backend: str = "torch",
+    inplace_backward: bool = False,
 ) -> Tensor:
     """Cross entropy between logits and class indices or class probabilities.
 
@@ -140,6 +236,9 @@ def cross_entropy(
             its class weight is applied.
         logit_softcap: ``c`` replaces the logits by ``c * tanh(logits / c)`` first.
         validate: check every class index in eager mode (synchronises with the device).
+        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see the backends page).
+        inplace_backward: Triton backend, eager mode only: the backward writes the gradient into
+            ``input``'s memory (saves one logits-sized buffer; ``input`` must not be used again).
 
     Returns:
         The loss in ``input``'s dtype: ``"none"`` has the target's shape (positions),
@@ -154,6 +253,20 @@ def cross_entropy(
     if not torch.jit.is_scripting():
         input, target = _class_prologue(
             input, target, weight, ignore_index, reduction, sample_weight, normalizer, validate
+        )
+    if _use_triton(backend, input):
+        return _fused_cross_entropy(
+            input,
+            target,
+            weight,
+            ignore_index,
+            reduction,
+            label_smoothing,
+            sample_weight,
+            normalizer,
+            z_loss,
+            logit_softcap,
+            inplace_backward,
         )
     class_dim = 0 if input.dim() == 1 else 1
     num_classes = input.shape[class_dim]
@@ -236,6 +349,7 @@ def binary_cross_entropy_with_logits(
     pos_weight: Optional[Tensor] = None,
     sample_weight: Optional[Tensor] = None,
     normalizer: Optional[Tensor] = None,
+    backend: str = "torch",
 ) -> Tensor:
     """Binary cross entropy on logits, as ``torch.nn.functional.binary_cross_entropy_with_logits``.
 
@@ -253,6 +367,10 @@ def binary_cross_entropy_with_logits(
         input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)
         _checks.check_device("weight", weight, input)
         _checks.check_device("pos_weight", pos_weight, input)
+    if _use_triton(backend, input):
+        return _fused_pointwise(
+            "bce_logits", input, target, reduction, sample_weight, normalizer, weight=weight, pos_weight=pos_weight
+        )
     if _primitive_path():
         softplus = _softplus_neg(input)
         if pos_weight is not None:
@@ -274,6 +392,7 @@ def mse_loss(
     reduction: str = "mean",
     sample_weight: Optional[Tensor] = None,
     normalizer: Optional[Tensor] = None,
+    backend: str = "torch",
 ) -> Tensor:
     """Squared error ``(input - target) ** 2``, as ``torch.nn.functional.mse_loss``.
 
@@ -283,6 +402,8 @@ def mse_loss(
     """
     if not torch.jit.is_scripting():
         input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)
+    if _use_triton(backend, input):
+        return _fused_pointwise("mse", input, target, reduction, sample_weight, normalizer)
     if _primitive_path():
         diff = input - target
         loss = diff * diff
@@ -299,6 +420,7 @@ def l1_loss(
     reduction: str = "mean",
     sample_weight: Optional[Tensor] = None,
     normalizer: Optional[Tensor] = None,
+    backend: str = "torch",
 ) -> Tensor:
     """Absolute error ``|input - target|``, as ``torch.nn.functional.l1_loss``.
 
@@ -308,6 +430,8 @@ def l1_loss(
     """
     if not torch.jit.is_scripting():
         input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)
+    if _use_triton(backend, input):
+        return _fused_pointwise("l1", input, target, reduction, sample_weight, normalizer)
     if _primitive_path():
         loss = torch.abs(input - target)
     elif _plain_reduction(input, reduction, sample_weight, normalizer):
@@ -324,6 +448,7 @@ def smooth_l1_loss(
     beta: float = 1.0,
     sample_weight: Optional[Tensor] = None,
     normalizer: Optional[Tensor] = None,
+    backend: str = "torch",
 ) -> Tensor:
     """Smooth L1: ``0.5 * d**2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 * beta``.
 
@@ -337,6 +462,8 @@ def smooth_l1_loss(
         if beta < 0:
             raise ValueError(f"beta must be non-negative; got {beta}")
         input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)
+    if _use_triton(backend, input):
+        return _fused_pointwise("smooth_l1", input, target, reduction, sample_weight, normalizer, beta)
     if _primitive_path():
         diff = torch.abs(input - target)
         if beta == 0.0:
@@ -357,6 +484,7 @@ def huber_loss(
     delta: float = 1.0,
     sample_weight: Optional[Tensor] = None,
     normalizer: Optional[Tensor] = None,
+    backend: str = "torch",
 ) -> Tensor:
     """Huber: ``0.5 * d**2`` where ``|d| < delta``, else ``delta * (|d| - 0.5 * delta)``.
 
@@ -370,6 +498,8 @@ def huber_loss(
         if delta <= 0:
             raise ValueError(f"delta must be positive; got {delta}")
         input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)
+    if _use_triton(backend, input):
+        return _fused_pointwise("huber", input, target, reduction, sample_weight, normalizer, delta)
     if _primitive_path():
         diff = torch.abs(input - target)
         loss = torch.where(diff < delta, 0.5 * diff * diff, delta * (diff - 0.5 * delta))
@@ -387,6 +517,7 @@ def kl_div(
     log_target: bool = False,
     sample_weight: Optional[Tensor] = None,
     normalizer: Optional[Tensor] = None,
+    backend: str = "torch",
 ) -> Tensor:
     """Kullback-Leibler divergence of log-probabilities ``input`` from ``target``.
 
@@ -401,6 +532,10 @@ def kl_div(
     """
     if not torch.jit.is_scripting():
         input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, KL_REDUCTIONS)
+    if _use_triton(backend, input):
+        return _fused_pointwise(
+            "kl_log_target" if log_target else "kl", input, target, reduction, sample_weight, normalizer
+        )
     if log_target:
         loss = torch.exp(target) * (target - input)
     elif _primitive_path():
@@ -419,6 +554,7 @@ def sigmoid_focal_loss(
     reduction: str = "mean",
     sample_weight: Optional[Tensor] = None,
     normalizer: Optional[Tensor] = None,
+    backend: str = "torch",
 ) -> Tensor:
     """Sigmoid focal loss (Lin et al.), as ``torchvision.ops.sigmoid_focal_loss``.
 
@@ -432,6 +568,8 @@ def sigmoid_focal_loss(
     """
     if not torch.jit.is_scripting():
         input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)
+    if _use_triton(backend, input):
+        return _fused_pointwise("focal", input, target, reduction, sample_weight, normalizer, alpha, gamma)
     p = torch.sigmoid(input)
     if _primitive_path():
         ce = (1.0 - target) * input + _softplus_neg(input)

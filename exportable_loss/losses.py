@@ -76,7 +76,14 @@ class CrossEntropyLoss(_Loss):
         tensor([2.1972, 0.0000])
     """
 
-    __constants__ = _Loss.__constants__ + ["ignore_index", "label_smoothing", "z_loss", "logit_softcap", "validate"]
+    __constants__ = _Loss.__constants__ + [
+        "ignore_index",
+        "label_smoothing",
+        "z_loss",
+        "logit_softcap",
+        "validate",
+        "inplace_backward",
+    ]
 
     def __init__(
         self,
@@ -90,6 +97,7 @@ class CrossEntropyLoss(_Loss):
         logit_softcap: Optional[float] = None,
         backend: str = "torch",
         validate: bool = False,
+        inplace_backward: bool = False,
     ) -> None:
         super().__init__(reduction, backend, size_average, reduce)
         if not 0.0 <= label_smoothing <= 1.0:
@@ -105,6 +113,7 @@ class CrossEntropyLoss(_Loss):
         self.z_loss = float(z_loss)
         self.logit_softcap = None if logit_softcap is None else float(logit_softcap)
         self.validate = validate
+        self.inplace_backward = inplace_backward
 
     def forward(
         self,
@@ -125,6 +134,8 @@ class CrossEntropyLoss(_Loss):
             z_loss=self.z_loss,
             logit_softcap=self.logit_softcap,
             validate=self.validate,
+            backend=self.backend,
+            inplace_backward=self.inplace_backward,
         )
 
 
@@ -211,6 +222,7 @@ class BCEWithLogitsLoss(_Loss):
             pos_weight=self.pos_weight,
             sample_weight=sample_weight,
             normalizer=normalizer,
+            backend=self.backend,
         )
 
 
@@ -238,7 +250,7 @@ class MSELoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
-        return LF.mse_loss(input, target, self.reduction, sample_weight, normalizer)
+        return LF.mse_loss(input, target, self.reduction, sample_weight, normalizer, self.backend)
 
 
 class L1Loss(_Loss):
@@ -265,7 +277,7 @@ class L1Loss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
-        return LF.l1_loss(input, target, self.reduction, sample_weight, normalizer)
+        return LF.l1_loss(input, target, self.reduction, sample_weight, normalizer, self.backend)
 
 
 class SmoothL1Loss(_Loss):
@@ -298,7 +310,7 @@ class SmoothL1Loss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
-        return LF.smooth_l1_loss(input, target, self.reduction, self.beta, sample_weight, normalizer)
+        return LF.smooth_l1_loss(input, target, self.reduction, self.beta, sample_weight, normalizer, self.backend)
 
 
 class HuberLoss(_Loss):
@@ -324,7 +336,7 @@ class HuberLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
-        return LF.huber_loss(input, target, self.reduction, self.delta, sample_weight, normalizer)
+        return LF.huber_loss(input, target, self.reduction, self.delta, sample_weight, normalizer, self.backend)
 
 
 class KLDivLoss(_Loss):
@@ -355,7 +367,7 @@ class KLDivLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
-        return LF.kl_div(input, target, self.reduction, self.log_target, sample_weight, normalizer)
+        return LF.kl_div(input, target, self.reduction, self.log_target, sample_weight, normalizer, self.backend)
 
 
 class FocalLoss(_Loss):
@@ -384,4 +396,6 @@ class FocalLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
-        return LF.sigmoid_focal_loss(input, target, self.alpha, self.gamma, self.reduction, sample_weight, normalizer)
+        return LF.sigmoid_focal_loss(
+            input, target, self.alpha, self.gamma, self.reduction, sample_weight, normalizer, self.backend
+        )

@@ -11,6 +11,9 @@ the gradient is computed under ``torch.no_grad``, and the backward may write int
 own memory when the caller opts in.
 """
 
+from typing import Optional
+
+import torch
 import triton
 import triton.language as tl
 
@@ -30,7 +33,7 @@ def cross_entropy_forward_kernel(
     weight_ptr,
     loss_ptr,
     lse_ptr,
-    mass_ptr,
+    mass_ptr,  # per row: sum_c q_c w_c, written by the forward, read by the backward
     n_cols,
     spatial,
     stride_n,
@@ -40,7 +43,6 @@ def cross_entropy_forward_kernel(
     label_smoothing,
     z_loss,
     softcap,
-    weight_sum,
     HAS_WEIGHT: tl.constexpr,
     PROB_TARGET: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr,
@@ -52,7 +54,7 @@ def cross_entropy_forward_kernel(
     m = tl.full([], float("-inf"), tl.float32)
     s = tl.zeros([], tl.float32)
     sum_wx = tl.zeros([], tl.float32)  # sum_c q_c w_c x_c (q: smoothed target, 1 for index targets)
-    sum_qw = tl.zeros([], tl.float32)  # sum_c q_c w_c, probability targets only
+    sum_qw = tl.zeros([], tl.float32)  # sum_c q_c w_c (q = 1 for index targets: the weight sum)
     for start in range(0, n_cols, BLOCK):
         c = start + cols
         mask = c < n_cols
@@ -71,17 +73,18 @@ def cross_entropy_forward_kernel(
             sum_qw += tl.sum(qw, 0)
         else:
             sum_wx += tl.sum(tl.where(mask, w * x, 0.0), 0)
+            sum_qw += tl.sum(tl.where(mask, w, 0.0), 0)
     lse = m + tl.log(s)
+    tl.store(mass_ptr + row, sum_qw)
     if PROB_TARGET:
         loss = lse * sum_qw - sum_wx + z_loss * lse * lse
-        tl.store(mass_ptr + row, sum_qw)
     else:
         t = tl.load(target_ptr + row).to(tl.int64)
         in_range = (t >= 0) & (t < n_cols)
         safe = tl.where(in_range, t, 0)
         x_t = _softcap(tl.load(logits_ptr + base + safe * stride_c).to(tl.float32), softcap, HAS_SOFTCAP)
         w_t = tl.load(weight_ptr + safe).to(tl.float32) if HAS_WEIGHT else 1.0
-        smooth = lse * weight_sum - sum_wx
+        smooth = lse * sum_qw - sum_wx
         loss = (1.0 - label_smoothing) * w_t * (lse - x_t) + label_smoothing / n_cols * smooth
         loss += z_loss * lse * lse * w_t
         loss = tl.where(in_range, loss, float("nan"))
@@ -112,7 +115,6 @@ def cross_entropy_backward_kernel(
     label_smoothing,
     z_loss,
     softcap,
-    weight_sum,
     HAS_WEIGHT: tl.constexpr,
     PROB_TARGET: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr,
@@ -126,15 +128,16 @@ def cross_entropy_backward_kernel(
     cols = tl.arange(0, BLOCK)
     g = tl.load(grad_loss_ptr + row * grad_loss_stride).to(tl.float32)
     lse = tl.load(lse_ptr + row)
+    mass = tl.load(mass_ptr + row)
     if PROB_TARGET:
-        coef_p = tl.load(mass_ptr + row) + 2.0 * z_loss * lse
+        coef_p = mass + 2.0 * z_loss * lse
         t = 0
         w_t = 1.0
     else:
         t = tl.load(target_ptr + row).to(tl.int64)
         in_range = (t >= 0) & (t < n_cols)
         w_t = tl.load(weight_ptr + tl.where(in_range, t, 0)).to(tl.float32) if HAS_WEIGHT else 1.0
-        coef_p = (1.0 - label_smoothing) * w_t + label_smoothing / n_cols * weight_sum + 2.0 * z_loss * w_t * lse
+        coef_p = (1.0 - label_smoothing) * w_t + label_smoothing / n_cols * mass + 2.0 * z_loss * w_t * lse
         # ignored rows get exactly zero gradient; an out-of-range index gets NaN (visible)
         g = tl.where(t == ignore_index, 0.0, tl.where(in_range, g, float("nan")))
     for start in range(0, n_cols, BLOCK):
@@ -154,3 +157,115 @@ def cross_entropy_backward_kernel(
             dx = dx * (1.0 - (x / softcap) * (x / softcap))
         dx = tl.where(g == 0.0, 0.0, dx * g)  # no NaN from an ignored row's logits
         tl.store(grad_ptr + gbase + c.to(tl.int64) * gstride_c, dx.to(grad_ptr.dtype.element_ty), mask=mask)
+
+
+def _block(n_cols: int, device_type: str) -> int:
+    # One block spans the whole row where it fits; past that the online log-sum-exp loops.
+    # The interpreter (CPU) runs blocks as NumPy arrays: small blocks keep many-block rows tested.
+    cap = 8192 if device_type == "cuda" else 128
+    return min(triton.next_power_of_2(max(n_cols, 1)), cap)
+
+
+def _warps(block: int) -> int:
+    return 16 if block >= 8192 else 8 if block >= 2048 else 4
+
+
+def cross_entropy_forward(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float,
+):
+    """Per-row loss, log-sum-exp and target mass of ``(N, C, D)`` logits (all float32, ``(N*D,)``).
+
+    ``target`` is ``(N, D)`` int64 class indices or ``(N, C, D)`` probabilities with the
+    logits' strides. ``softcap`` 0 means none.
+    """
+    n, c, d = logits.shape
+    rows = n * d
+    loss = torch.empty(rows, dtype=torch.float32, device=logits.device)
+    lse = torch.empty_like(loss)
+    mass = torch.empty_like(loss)
+    if rows == 0:
+        return loss, lse, mass
+    block = _block(c, logits.device.type)
+    cross_entropy_forward_kernel[(rows,)](
+        logits,
+        target,
+        weight if weight is not None else loss,
+        loss,
+        lse,
+        mass,
+        c,
+        d,
+        logits.stride(0),
+        logits.stride(1),
+        logits.stride(2),
+        ignore_index,
+        label_smoothing,
+        z_loss,
+        softcap,
+        HAS_WEIGHT=weight is not None,
+        PROB_TARGET=target.is_floating_point(),
+        HAS_SOFTCAP=softcap > 0,
+        BLOCK=block,
+        num_warps=_warps(block),
+    )
+    return loss, lse, mass
+
+
+def cross_entropy_backward(
+    grad_loss: torch.Tensor,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    lse: torch.Tensor,
+    mass: torch.Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float,
+    inplace: bool = False,
+):
+    """Gradient of ``sum(grad_loss * loss)`` with respect to ``(N, C, D)`` logits.
+
+    ``grad_loss`` is ``(N*D,)`` with any stride, 0 included. With ``inplace`` the gradient
+    overwrites the logits (each program reads its row before writing it).
+    """
+    n, c, d = logits.shape
+    grad = logits if inplace else torch.empty_like(logits)
+    rows = n * d
+    if rows == 0 or c == 0:
+        return grad
+    block = _block(c, logits.device.type)
+    cross_entropy_backward_kernel[(rows,)](
+        grad_loss,
+        grad_loss.stride(0),
+        logits,
+        target,
+        weight if weight is not None else lse,
+        lse,
+        mass,
+        grad,
+        c,
+        d,
+        logits.stride(0),
+        logits.stride(1),
+        logits.stride(2),
+        grad.stride(0),
+        grad.stride(1),
+        grad.stride(2),
+        ignore_index,
+        label_smoothing,
+        z_loss,
+        softcap,
+        HAS_WEIGHT=weight is not None,
+        PROB_TARGET=target.is_floating_point(),
+        HAS_SOFTCAP=softcap > 0,
+        BLOCK=block,
+        num_warps=_warps(block),
+    )
+    return grad

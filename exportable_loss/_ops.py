@@ -1,0 +1,249 @@
+"""The fused losses as ``torch.library`` custom ops: Triton kernels where Triton can run, a
+PyTorch reference computation elsewhere, fake (meta) kernels for torch.compile and
+torch.export, and autograd formulas that are custom ops too.
+
+The ops are opaque to the tracers (a ``triton_op`` is not: fake tensors reach the Triton
+interpreter on CPU), callable from TorchScript as ``torch.ops.exportable_loss.<name>``. ONNX
+export never sees them: while an exporter traces, ``functional`` takes its primitive path.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from exportable_loss import triton_kernels as tk
+
+# ---------------------------------------------------------------- cross entropy over rows
+
+
+def _ce_rows_reference(
+    logits: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """What the kernel computes, in PyTorch: (N, C, D) logits -> float32 (N*D,) loss, lse, mass."""
+    x = logits.float()
+    num_classes = x.shape[1]
+    w = torch.ones(num_classes, dtype=torch.float32, device=x.device) if weight is None else weight.float()
+    w3 = w.view(1, -1, 1)
+    if target.is_floating_point():
+        q = target.float() * (1.0 - label_smoothing) + label_smoothing / num_classes
+        x = x if softcap <= 0 else softcap * torch.tanh(x / softcap)
+        lse = torch.logsumexp(x, 1)
+        mass = (q * w3).sum(1)
+        loss = lse * mass - (q * w3 * x).sum(1) + z_loss * lse * lse
+        return loss.reshape(-1), lse.reshape(-1), mass.reshape(-1)
+    ignored = target == ignore_index
+    in_range = (target >= 0) & (target < num_classes)
+    safe = torch.where(in_range, target, torch.zeros_like(target))
+    x = torch.where(ignored.unsqueeze(1), torch.zeros_like(x), x)  # no NaN gradient from ignored rows
+    x = x if softcap <= 0 else softcap * torch.tanh(x / softcap)
+    lse = torch.logsumexp(x, 1)
+    mass = w.sum().expand_as(lse)
+    x_t = x.gather(1, safe.unsqueeze(1)).squeeze(1)
+    w_t = w[safe]
+    smooth = lse * mass - (w3 * x).sum(1)
+    loss = (
+        (1.0 - label_smoothing) * w_t * (lse - x_t) + label_smoothing / num_classes * smooth + z_loss * lse * lse * w_t
+    )
+    loss = torch.where(in_range, loss, torch.full_like(loss, float("nan")))
+    loss = torch.where(ignored, torch.zeros_like(loss), loss)
+    return loss.reshape(-1), lse.reshape(-1), mass.reshape(-1)
+
+
+@torch.library.custom_op("exportable_loss::cross_entropy_rows", mutates_args=())
+def cross_entropy_rows(
+    logits: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float,
+    inplace_backward: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Per-row cross entropy of (N, C, D) logits: float32 (N*D,) loss, log-sum-exp, target mass."""
+    if tk.can_run(logits):
+        return tk.kernels("cross_entropy").cross_entropy_forward(
+            logits, target, weight, ignore_index, label_smoothing, z_loss, softcap
+        )
+    return _ce_rows_reference(logits, target, weight, ignore_index, label_smoothing, z_loss, softcap)
+
+
+@cross_entropy_rows.register_fake
+def _(logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, inplace_backward):
+    rows = logits.new_empty((logits.shape[0] * logits.shape[2],), dtype=torch.float32)
+    return rows, torch.empty_like(rows), torch.empty_like(rows)
+
+
+@torch.library.custom_op("exportable_loss::cross_entropy_rows_backward", mutates_args=())
+def cross_entropy_rows_backward(
+    grad_loss: Tensor,
+    logits: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    lse: Tensor,
+    mass: Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float,
+) -> Tensor:
+    """Gradient of sum(grad_loss * loss) with respect to the (N, C, D) logits."""
+    if tk.can_run(logits):
+        return tk.kernels("cross_entropy").cross_entropy_backward(
+            grad_loss, logits, target, weight, lse, mass, ignore_index, label_smoothing, z_loss, softcap
+        )
+    # autograd is off inside an op's kernel; torch.func differentiates the reference regardless
+    _, vjp = torch.func.vjp(
+        lambda x: _ce_rows_reference(x, target, weight, ignore_index, label_smoothing, z_loss, softcap)[0], logits
+    )
+    return vjp(grad_loss.float())[0].to(logits.dtype)
+
+
+@cross_entropy_rows_backward.register_fake
+def _(grad_loss, logits, target, weight, lse, mass, ignore_index, label_smoothing, z_loss, softcap):
+    return torch.empty_like(logits)
+
+
+def _ce_setup(ctx, inputs, output):
+    logits, target, weight, ctx.ignore_index, ctx.label_smoothing, ctx.z_loss, ctx.softcap, ctx.inplace = inputs
+    _, lse, mass = output
+    ctx.save_for_backward(logits, target, weight, lse, mass)
+
+
+def _ce_backward(ctx, grad_loss, grad_lse, grad_mass):
+    logits, target, weight, lse, mass = ctx.saved_tensors
+    args = (ctx.ignore_index, ctx.label_smoothing, ctx.z_loss, ctx.softcap)
+    if ctx.inplace and tk.can_run(logits):
+        # opt-in: the gradient overwrites the caller's logits (they must not be needed again)
+        grad = tk.kernels("cross_entropy").cross_entropy_backward(
+            grad_loss, logits, target, weight, lse, mass, *args, inplace=True
+        )
+    else:
+        grad = torch.ops.exportable_loss.cross_entropy_rows_backward(
+            grad_loss, logits, target, weight, lse, mass, *args
+        )
+    return grad, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd("exportable_loss::cross_entropy_rows", _ce_backward, setup_context=_ce_setup)
+
+# ---------------------------------------------------------------- element-wise losses
+
+
+def _pointwise_reference(
+    x: Tensor, y: Tensor, weight: Optional[Tensor], pos_weight: Optional[Tensor], kind: str, p1: float, p2: float
+) -> Tensor:
+    """What the kernel computes per element, in PyTorch (float32)."""
+    x, y = x.float(), y.float()
+    if kind == "mse":
+        return (x - y) ** 2
+    if kind == "l1":
+        return (x - y).abs()
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(x, y, reduction="none", beta=p1)
+    if kind == "huber":
+        return F.huber_loss(x, y, reduction="none", delta=p1)
+    if kind == "bce_logits":
+        w = None if weight is None else weight.float()
+        pw = None if pos_weight is None else pos_weight.float()
+        return F.binary_cross_entropy_with_logits(x, y, w, reduction="none", pos_weight=pw)
+    if kind == "kl":
+        return F.kl_div(x, y, reduction="none")
+    if kind == "kl_log_target":
+        return F.kl_div(x, y, reduction="none", log_target=True)
+    p = torch.sigmoid(x)
+    ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    p_t = p * y + (1 - p) * (1 - y)
+    loss = ce * (1 - p_t) ** p2
+    return (p1 * y + (1 - p1) * (1 - y)) * loss if p1 >= 0 else loss
+
+
+def _weighted_sum(loss: Tensor, sample_weight: Optional[Tensor]) -> Tensor:
+    if sample_weight is not None:
+        s = sample_weight.float().reshape([-1] + [1] * (loss.dim() - 1))
+        loss = torch.where(s != 0, loss * s, torch.zeros_like(loss))
+    return loss.sum()
+
+
+@torch.library.custom_op("exportable_loss::pointwise_loss", mutates_args=())
+def pointwise_loss(
+    input: Tensor,
+    target: Tensor,
+    sample_weight: Optional[Tensor],
+    weight: Optional[Tensor],
+    pos_weight: Optional[Tensor],
+    kind: str,
+    p1: float,
+    p2: float,
+    reduce: bool,
+) -> Tensor:
+    """Element-wise loss ``kind``: ``sum(s * l)`` (0-dim float32) if ``reduce``, else ``l``.
+
+    All tensors contiguous, ``weight``/``pos_weight`` expanded to ``input``'s shape.
+    """
+    if tk.can_run(input):
+        return tk.kernels("pointwise").pointwise_forward(
+            input, target, sample_weight, weight, pos_weight, kind, p1, p2, reduce
+        )
+    loss = _pointwise_reference(input, target, weight, pos_weight, kind, p1, p2)
+    return _weighted_sum(loss, sample_weight) if reduce else loss.to(input.dtype)
+
+
+@pointwise_loss.register_fake
+def _(input, target, sample_weight, weight, pos_weight, kind, p1, p2, reduce):
+    return input.new_empty((), dtype=torch.float32) if reduce else torch.empty_like(input)
+
+
+@torch.library.custom_op("exportable_loss::pointwise_loss_backward", mutates_args=())
+def pointwise_loss_backward(
+    grad: Tensor,
+    input: Tensor,
+    target: Tensor,
+    sample_weight: Optional[Tensor],
+    weight: Optional[Tensor],
+    pos_weight: Optional[Tensor],
+    kind: str,
+    p1: float,
+    p2: float,
+) -> Tensor:
+    """Gradient with respect to ``input``; ``grad`` 0-dim for a reduced loss, else per element."""
+    grad = grad if grad.dim() == 0 else grad.contiguous()
+    if tk.can_run(input):
+        return tk.kernels("pointwise").pointwise_backward(
+            grad, input, target, sample_weight, weight, pos_weight, kind, p1, p2
+        )
+    def reference(x: Tensor) -> Tensor:
+        loss = _pointwise_reference(x, target, weight, pos_weight, kind, p1, p2)
+        return _weighted_sum(loss, sample_weight) if grad.dim() == 0 else loss
+
+    _, vjp = torch.func.vjp(reference, input)
+    return vjp(grad.float())[0].to(input.dtype)
+
+
+@pointwise_loss_backward.register_fake
+def _(grad, input, target, sample_weight, weight, pos_weight, kind, p1, p2):
+    return torch.empty_like(input)
+
+
+def _pointwise_setup(ctx, inputs, output):
+    input, target, sample_weight, weight, pos_weight, ctx.kind, ctx.p1, ctx.p2, ctx.reduce = inputs
+    ctx.save_for_backward(input, target, sample_weight, weight, pos_weight)
+
+
+def _pointwise_backward(ctx, grad):
+    input, target, sample_weight, weight, pos_weight = ctx.saved_tensors
+    gx = torch.ops.exportable_loss.pointwise_loss_backward(
+        grad, input, target, sample_weight if ctx.reduce else None, weight, pos_weight, ctx.kind, ctx.p1, ctx.p2
+    )
+    return gx, None, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd("exportable_loss::pointwise_loss", _pointwise_backward, setup_context=_pointwise_setup)

@@ -1,0 +1,232 @@
+"""Element-wise losses: loss, sample weights and a deterministic reduction in one kernel.
+
+One program per block of elements. With ``REDUCE`` each program writes the float32 sum of
+``s * l`` over its block and the launcher sums these partials (two stages, no float atomics:
+two runs give identical bits); without it, it writes ``l``. The backward recomputes the
+derivative from the inputs and scales it by ``grad`` (a scalar for a reduced loss, else one
+value per element) and the sample weight. ``KIND`` selects the loss at compile time.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+KINDS = {
+    name: i for i, name in enumerate(("mse", "l1", "smooth_l1", "huber", "bce_logits", "kl", "kl_log_target", "focal"))
+}
+MSE = tl.constexpr(KINDS["mse"])
+L1 = tl.constexpr(KINDS["l1"])
+SMOOTH_L1 = tl.constexpr(KINDS["smooth_l1"])
+HUBER = tl.constexpr(KINDS["huber"])
+BCE_LOGITS = tl.constexpr(KINDS["bce_logits"])
+KL = tl.constexpr(KINDS["kl"])
+KL_LOG_TARGET = tl.constexpr(KINDS["kl_log_target"])
+BLOCK_CUDA = 4096
+BLOCK_INTERPRETER = 256
+
+
+@triton.jit
+def _sign(d):
+    return tl.where(d > 0, 1.0, tl.where(d < 0, -1.0, 0.0))
+
+
+@triton.jit
+def _softplus_neg(x):
+    # log(1 + exp(-x)), stable for every x
+    return tl.log(1.0 + tl.exp(-tl.abs(x))) + tl.maximum(-x, 0.0)
+
+
+@triton.jit
+def _pow(base, exponent):
+    # base ** exponent for base >= 0, with 0 ** 0 = 1 as torch
+    safe = tl.where(base > 0, base, 1.0)
+    return tl.where(base > 0, tl.exp(exponent * tl.log(safe)), tl.where(exponent == 0, 1.0, 0.0))
+
+
+@triton.jit
+def _loss_and_grad(x, y, w, pw, p1, p2, KIND: tl.constexpr):
+    """(l, dl/dx) of one element; p1/p2: beta, delta, or alpha and gamma."""
+    if KIND == MSE:
+        d = x - y
+        loss = d * d
+        grad = 2.0 * d
+    elif KIND == L1:
+        d = x - y
+        loss = tl.abs(d)
+        grad = _sign(d)
+    elif KIND == SMOOTH_L1:
+        d = x - y
+        ad = tl.abs(d)
+        small = ad < p1
+        loss = tl.where(small, 0.5 * d * d / p1, ad - 0.5 * p1)
+        grad = tl.where(small, d / p1, _sign(d))
+    elif KIND == HUBER:
+        d = x - y
+        ad = tl.abs(d)
+        small = ad < p1
+        loss = tl.where(small, 0.5 * d * d, p1 * (ad - 0.5 * p1))
+        grad = tl.where(small, d, p1 * _sign(d))
+    elif KIND == BCE_LOGITS:
+        log_weight = 1.0 + (pw - 1.0) * y
+        loss = w * ((1.0 - y) * x + log_weight * _softplus_neg(x))
+        grad = w * ((1.0 - y) - log_weight * tl.sigmoid(-x))
+    elif KIND == KL:
+        entropy = tl.where(y == 0.0, 0.0, y * tl.log(y))
+        loss = entropy - y * x
+        grad = -y
+    elif KIND == KL_LOG_TARGET:
+        e = tl.exp(y)
+        loss = e * (y - x)
+        grad = -e
+    else:  # focal: p1 = alpha (< 0: no balancing), p2 = gamma
+        p = tl.sigmoid(x)
+        ce = (1.0 - y) * x + _softplus_neg(x)
+        one_minus_pt = 1.0 - (p * y + (1.0 - p) * (1.0 - y))
+        modulator = _pow(one_minus_pt, p2)
+        d_pt = p * (1.0 - p) * (2.0 * y - 1.0)
+        d_modulator = -p2 * _pow(one_minus_pt, p2 - 1.0) * d_pt
+        alpha_t = tl.where(p1 >= 0, p1 * y + (1.0 - p1) * (1.0 - y), 1.0)
+        loss = alpha_t * ce * modulator
+        grad = alpha_t * ((p - y) * modulator + ce * d_modulator)
+    return loss, grad
+
+
+@triton.jit
+def pointwise_forward_kernel(
+    x_ptr,
+    y_ptr,
+    sw_ptr,
+    w_ptr,
+    pw_ptr,
+    out_ptr,
+    n_elements,
+    per_sample,
+    p1,
+    p2,
+    KIND: tl.constexpr,
+    HAS_SW: tl.constexpr,
+    HAS_W: tl.constexpr,
+    HAS_PW: tl.constexpr,
+    REDUCE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n_elements
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    y = tl.load(y_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32) if HAS_W else 1.0
+    pw = tl.load(pw_ptr + offs, mask=mask, other=0.0).to(tl.float32) if HAS_PW else 1.0
+    loss, _ = _loss_and_grad(x, y, w, pw, p1, p2, KIND)
+    if REDUCE:
+        if HAS_SW:
+            s = tl.load(sw_ptr + offs // per_sample, mask=mask, other=0.0).to(tl.float32)
+            # a zero-weight sample contributes exactly 0, even where its loss is NaN
+            loss = tl.where(s != 0.0, loss * s, 0.0)
+        tl.store(out_ptr + pid, tl.sum(tl.where(mask, loss, 0.0), 0))
+    else:
+        tl.store(out_ptr + offs, loss.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def pointwise_backward_kernel(
+    grad_ptr,
+    x_ptr,
+    y_ptr,
+    sw_ptr,
+    w_ptr,
+    pw_ptr,
+    gx_ptr,
+    n_elements,
+    per_sample,
+    p1,
+    p2,
+    KIND: tl.constexpr,
+    HAS_SW: tl.constexpr,
+    HAS_W: tl.constexpr,
+    HAS_PW: tl.constexpr,
+    SCALAR_GRAD: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n_elements
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    y = tl.load(y_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32) if HAS_W else 1.0
+    pw = tl.load(pw_ptr + offs, mask=mask, other=0.0).to(tl.float32) if HAS_PW else 1.0
+    _, grad = _loss_and_grad(x, y, w, pw, p1, p2, KIND)
+    g = (
+        tl.load(grad_ptr).to(tl.float32)
+        if SCALAR_GRAD
+        else tl.load(grad_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    )
+    grad = grad * g
+    if HAS_SW:
+        s = tl.load(sw_ptr + offs // per_sample, mask=mask, other=0.0).to(tl.float32)
+        grad = tl.where(s != 0.0, grad * s, 0.0)
+    tl.store(gx_ptr + offs, grad.to(gx_ptr.dtype.element_ty), mask=mask)
+
+
+def _launch_args(x):
+    block = BLOCK_CUDA if x.device.type == "cuda" else BLOCK_INTERPRETER
+    return block, (triton.cdiv(x.numel(), block),)
+
+
+def pointwise_forward(x, y, sample_weight, weight, pos_weight, kind: str, p1: float, p2: float, reduce: bool):
+    """``sum(s * l)`` as a 0-dim float32 tensor when ``reduce``, else ``l`` in ``x``'s dtype.
+
+    ``x``, ``y``, ``weight`` and ``pos_weight`` are contiguous and of one shape; ``sample_weight``
+    is ``(N,)`` for ``x.shape[0] == N``.
+    """
+    n = x.numel()
+    block, grid = _launch_args(x)
+    out = torch.empty(grid[0] if reduce else x.shape, dtype=torch.float32 if reduce else x.dtype, device=x.device)
+    if n > 0:
+        pointwise_forward_kernel[grid](
+            x,
+            y,
+            sample_weight if sample_weight is not None else x,
+            weight if weight is not None else x,
+            pos_weight if pos_weight is not None else x,
+            out,
+            n,
+            max(n // max(x.shape[0], 1), 1) if x.dim() > 0 else 1,
+            p1,
+            p2,
+            KIND=KINDS[kind],
+            HAS_SW=sample_weight is not None and reduce,
+            HAS_W=weight is not None,
+            HAS_PW=pos_weight is not None,
+            REDUCE=reduce,
+            BLOCK=block,
+        )
+    return out.sum() if reduce else out
+
+
+def pointwise_backward(grad, x, y, sample_weight, weight, pos_weight, kind: str, p1: float, p2: float):
+    """Gradient with respect to ``x``: ``grad`` is 0-dim (reduced loss, ``sample_weight`` applied
+    here) or one contiguous value per element (``sample_weight`` then None)."""
+    gx = torch.empty_like(x)
+    n = x.numel()
+    block, grid = _launch_args(x)
+    if n > 0:
+        pointwise_backward_kernel[grid](
+            grad,
+            x,
+            y,
+            sample_weight if sample_weight is not None else x,
+            weight if weight is not None else x,
+            pos_weight if pos_weight is not None else x,
+            gx,
+            n,
+            max(n // max(x.shape[0], 1), 1) if x.dim() > 0 else 1,
+            p1,
+            p2,
+            KIND=KINDS[kind],
+            HAS_SW=sample_weight is not None,
+            HAS_W=weight is not None,
+            HAS_PW=pos_weight is not None,
+            SCALAR_GRAD=grad.dim() == 0,
+            BLOCK=block,
+        )
+    return gx
