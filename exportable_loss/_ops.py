@@ -104,7 +104,10 @@ def cross_entropy_rows_backward(
     _, vjp = torch.func.vjp(
         lambda x: _ce_rows_reference(x, target, weight, ignore_index, label_smoothing, z_loss, softcap)[0], logits
     )
-    return vjp(grad_loss.float())[0].to(logits.dtype)
+    grad = vjp(grad_loss.float())[0]
+    # as the kernel: a row with zero upstream gradient gets exactly 0, whatever its logits
+    zero_rows = (grad_loss == 0).reshape(logits.shape[0], 1, logits.shape[2])
+    return torch.where(zero_rows, torch.zeros_like(grad), grad).to(logits.dtype)
 
 
 @cross_entropy_rows_backward.register_fake
