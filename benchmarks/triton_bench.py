@@ -1,0 +1,143 @@
+"""GPU benchmark of the Triton backend: forward+backward time, peak extra memory and achieved
+bandwidth, against the torch backend (eager and torch.compile), torch.nn eager and
+Liger-Kernel's cross entropy when it is installed. Every ratio is measured in the same run.
+
+    python benchmarks/triton_bench.py [--quick] [--peak-gbps 3350] [--json out.json]
+
+Bytes counted for our design: cross entropy reads the logits in the forward and again in the
+backward and writes the gradient once (3 logits-sized passes; the floor is 2: one read, one
+write); an element-wise loss reads input and target in the forward and again in the backward
+and writes the gradient (5 input-sized passes).
+"""
+
+import argparse
+import json
+import statistics
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+
+import exportable_loss as el
+
+PEAK_GBPS = {"H100 80GB HBM3": 3350.0, "H100 PCIe": 2000.0, "H200": 4800.0, "A100-SXM4-80GB": 2039.0}
+
+
+def _peak(name: str, override: Optional[float]) -> Optional[float]:
+    if override:
+        return override
+    return next((v for k, v in PEAK_GBPS.items() if k in name), None)
+
+
+def _measure(step: Callable[[], None], repeats: int) -> Dict[str, float]:
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        step()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return {"ms": statistics.median(times), "extra_mb": (torch.cuda.max_memory_allocated() - base) / 2**20}
+
+
+def _fwd_bwd(loss: Callable, x: torch.Tensor, *rest) -> Callable[[], None]:
+    def step() -> None:
+        x.grad = None
+        loss(x, *rest).backward()
+
+    return step
+
+
+def _candidates(ours_cls, nn_cls, kwargs) -> Dict[str, Callable]:
+    out = {
+        "triton": ours_cls(backend="triton", **kwargs),
+        "torch backend": ours_cls(**kwargs),
+        "torch backend + compile": torch.compile(ours_cls(**kwargs), fullgraph=True, dynamic=False),
+        "torch.nn eager": nn_cls(**kwargs) if nn_cls is not None else None,
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def run(quick: bool, repeats: int, peak: Optional[float]) -> List[Dict[str, object]]:
+    rows = []
+    ce_shapes = [(4096, 32768)] if quick else [(16384, 32768), (16384, 128256)]
+    for n, c in ce_shapes:
+        for dtype in (torch.bfloat16, torch.float32):
+            x = torch.randn(n, c, device="cuda", dtype=dtype, requires_grad=True)
+            t = torch.randint(0, c, (n,), device="cuda")
+            floor = 2 * x.numel() * x.element_size()
+            moved = 3 * x.numel() * x.element_size()
+            cands = _candidates(el.CrossEntropyLoss, nn.CrossEntropyLoss, {})
+            try:
+                from liger_kernel.transformers import LigerCrossEntropyLoss
+
+                cands["liger-kernel"] = LigerCrossEntropyLoss()
+            except ImportError:
+                pass
+            for name, loss in cands.items():
+                torch.cuda.empty_cache()
+                r = _measure(_fwd_bwd(loss, x, t), repeats)
+                rows.append(dict(loss="cross_entropy", shape=f"({n}, {c})", dtype=str(dtype)[6:], impl=name, **r))
+                if name == "triton":
+                    gbps = moved / (r["ms"] * 1e-3) / 1e9
+                    rows[-1].update(gbps=gbps, floor_ratio=(floor / (r["ms"] * 1e-3) / 1e9) / gbps)
+                    if peak:
+                        rows[-1]["peak_fraction"] = gbps / peak
+            del x
+    n = (1 << 22) if quick else (1 << 24)
+    pointwise = [
+        ("mse", el.MSELoss, nn.MSELoss, {}),
+        ("l1", el.L1Loss, nn.L1Loss, {}),
+        ("smooth_l1", el.SmoothL1Loss, nn.SmoothL1Loss, {}),
+        ("huber", el.HuberLoss, nn.HuberLoss, {}),
+        ("bce_logits", el.BCEWithLogitsLoss, nn.BCEWithLogitsLoss, {}),
+        ("focal", el.FocalLoss, None, {}),
+    ]
+    for name, ours, theirs, kwargs in pointwise:
+        x = torch.randn(n, device="cuda", requires_grad=True)
+        y = torch.rand(n, device="cuda")
+        for impl, loss in _candidates(ours, theirs, kwargs).items():
+            r = _measure(_fwd_bwd(loss, x, y), repeats)
+            rows.append(dict(loss=name, shape=f"({n},)", dtype="float32", impl=impl, **r))
+            if impl == "triton":
+                gbps = 5 * n * 4 / (r["ms"] * 1e-3) / 1e9
+                rows[-1]["gbps"] = gbps
+                if peak:
+                    rows[-1]["peak_fraction"] = gbps / peak
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Triton backend benchmark (CUDA)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--peak-gbps", type=float, help="device peak memory bandwidth, GB/s")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("this benchmark needs a CUDA GPU (the CPU overhead benchmark is benchmarks/cpu_overhead.py)")
+    name = torch.cuda.get_device_name()
+    peak = _peak(name, args.peak_gbps)
+    rows = run(args.quick, args.repeats, peak)
+    print(f"{name}, torch {torch.__version__}, peak bandwidth {peak} GB/s")
+    print("| loss | shape | dtype | impl | ms | extra MB | GB/s | of peak | floor/actual |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        opt = lambda k, f, r=r: format(r[k], f) if k in r else ""  # noqa: E731
+        print(
+            f"| {r['loss']} | {r['shape']} | {r['dtype']} | {r['impl']} | {r['ms']:.3f} | {r['extra_mb']:.0f} "
+            f"| {opt('gbps', '.0f')} | {opt('peak_fraction', '.0%')} | {opt('floor_ratio', '.2f')} |"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(device=name, torch=torch.__version__, rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
