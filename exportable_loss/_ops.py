@@ -223,6 +223,7 @@ def pointwise_loss_backward(
         return tk.kernels("pointwise").pointwise_backward(
             grad, input, target, sample_weight, weight, pos_weight, kind, p1, p2
         )
+
     def reference(x: Tensor) -> Tensor:
         loss = _pointwise_reference(x, target, weight, pos_weight, kind, p1, p2)
         return _weighted_sum(loss, sample_weight) if grad.dim() == 0 else loss

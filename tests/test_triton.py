@@ -90,7 +90,12 @@ def test_bfloat16_against_float32_reference(name):
     t16 = t.bfloat16() if t.is_floating_point() else t
     for reduction in ("none", "mean"):
         out, gx = _run(case, reduction, "triton", (x.detach().bfloat16().requires_grad_(True), t16))
-        ref, gref = _run(case, reduction, "torch", (x.detach().bfloat16().float().requires_grad_(True), t16.float() if t.is_floating_point() else t))
+        ref, gref = _run(
+            case,
+            reduction,
+            "torch",
+            (x.detach().bfloat16().float().requires_grad_(True), t16.float() if t.is_floating_point() else t),
+        )
         assert out.dtype == torch.bfloat16 and gx.dtype == torch.bfloat16
         torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
         torch.testing.assert_close(gx.float(), gref, rtol=2e-2, atol=2e-2)

@@ -1,0 +1,5 @@
+import sys
+
+from exportable_loss.cli import main
+
+sys.exit(main())

@@ -1,0 +1,231 @@
+"""The ``exportable-loss`` command: export a loss, or print the compatibility matrix.
+
+    exportable-loss export LOSS [--reduction R] [--backend B] [--sample-weight]
+                                [--format onnx|torchscript|pt2] [--exporter dynamo|torchscript] -o FILE
+    exportable-loss matrix [--losses ...] [--reductions ...] [--backends ...] [--paths ...] [-o FILE]
+    exportable-loss export-step [--model mlp|transformer|convnet|module:factory] [--optimizer sgd] -o FILE
+
+Exit status 1 when a verification fails, 2 on a usage error; errors are one line unless --verbose.
+"""
+
+import argparse
+import importlib
+import os
+import sys
+import tempfile
+import time
+import traceback
+from typing import List, Optional, Sequence
+
+import torch
+
+from exportable_loss import catalog
+from exportable_loss.export import ExportError, export
+
+PATHS = ("script", "compile", "export", "onnx-dynamo", "onnx-torchscript")
+BACKENDS = ("torch", "triton")
+
+
+def _progress(done: int, total: int, label: str, start: float) -> None:
+    if not sys.stderr.isatty() and done not in (total,) and done % 10:
+        return
+    width = 30
+    filled = width * done // max(total, 1)
+    sys.stderr.write(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {time.time() - start:5.0f}s {label[:40]:<40}"
+    )
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    entry = catalog.get(args.loss)
+    if args.reduction not in entry.reductions:
+        raise ExportError(
+            f"reduction must be one of {', '.join(entry.reductions)} for {entry.name}; got {args.reduction!r}"
+        )
+    module = entry.make(args.reduction, args.backend)
+    report = export(
+        module,
+        entry.example(6, sample_weight=args.sample_weight),
+        args.output,
+        format=args.format,
+        dynamo=args.exporter == "dynamo",
+    )
+    print(report.to_json() if args.json else report)
+    return 0 if report.passed else 1
+
+
+def _verify_path(entry: catalog.LossEntry, reduction: str, backend: str, path: str, folder: str) -> float:
+    """Max abs error of one loss on one path against eager, with sample weights, at batch 9."""
+    module = entry.make(reduction, backend)
+    if path.startswith("onnx"):
+        report = export(
+            module, entry.example(6, True), os.path.join(folder, "m.onnx"), "onnx", dynamo=path == "onnx-dynamo"
+        )
+        return report.max_abs_error if report.passed else float("inf")
+    if path == "export":
+        report = export(module, entry.example(6, True), os.path.join(folder, "m.pt2"), "pt2")
+        return report.max_abs_error if report.passed else float("inf")
+    if path == "script":
+        report = export(module, entry.example(6, True), os.path.join(folder, "m.pt"), "torchscript")
+        return report.max_abs_error if report.passed else float("inf")
+    torch._dynamo.reset()
+    compiled = torch.compile(module, fullgraph=True, dynamic=True, backend="aot_eager")
+    worst = 0.0
+    for i, n in enumerate((6, 9, 11)):
+        with torch._dynamo.config.patch(error_on_recompile=i > 0):
+            got, want = compiled(*entry.example(n, True)), module(*entry.example(n, True))
+        if not torch.allclose(got, want, rtol=1e-5, atol=1e-6):
+            return float("inf")
+        worst = max(worst, (got - want).abs().max().item() if got.numel() else 0.0)
+    return worst
+
+
+def matrix_rows(
+    losses: Sequence[str],
+    reductions: Optional[Sequence[str]],
+    backends: Sequence[str],
+    paths: Sequence[str],
+    verbose: bool,
+) -> List[List[str]]:
+    cells = [
+        (name, r, b, p)
+        for name in losses
+        for r in catalog.get(name).reductions
+        if reductions is None or r in reductions
+        for b in backends
+        for p in paths
+    ]
+    rows: List[List[str]] = []
+    start = time.time()
+    with tempfile.TemporaryDirectory() as folder:
+        for i, (name, reduction, backend, path) in enumerate(cells):
+            _progress(i, len(cells), f"{name} {reduction} {backend} {path}", start)
+            try:
+                err = _verify_path(catalog.get(name), reduction, backend, path, folder)
+                status = "pass" if err != float("inf") else "FAIL"
+                detail = f"{err:.1e}" if status == "pass" else "mismatch"
+            except Exception as e:  # a cell that fails to export is a FAIL row, not an abort
+                status, detail = "FAIL", f"{type(e).__name__}: {str(e).splitlines()[0][:60] if str(e) else ''}"
+                if verbose:
+                    traceback.print_exc()
+            rows.append([name, reduction, backend, path, status, detail])
+        _progress(len(cells), len(cells), "done", start)
+    return rows
+
+
+def _cmd_matrix(args: argparse.Namespace) -> int:
+    for name in args.losses:
+        catalog.get(name)
+    rows = matrix_rows(args.losses, args.reductions, args.backends, args.paths, args.verbose)
+    lines = [
+        "| loss | reduction | backend | path | result | max abs error |",
+        "|---|---|---|---|---|---:|",
+        *(f"| {' | '.join(r)} |" for r in rows),
+    ]
+    table = "\n".join(lines)
+    print(table)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(
+                f"Generated by `exportable-loss matrix` (torch {torch.__version__}); every cell verifies the path "
+                "against eager PyTorch with sample weights at a batch size other than the example's.\n\n" + table + "\n"
+            )
+    failed = sum(r[4] != "pass" for r in rows)
+    print(f"{len(rows) - failed} passed, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _load_model(spec: str) -> torch.nn.Module:
+    from exportable_loss.export import demo_models
+
+    if ":" not in spec:
+        return demo_models.demo(spec)
+    module_name, factory = spec.split(":", 1)
+    return getattr(importlib.import_module(module_name), factory)()
+
+
+def _cmd_export_step(args: argparse.Namespace) -> int:
+    from exportable_loss.export import run_onnx
+    from exportable_loss.export.demo_models import NUM_CLASSES, example_input
+    from exportable_loss.export.step import export_training_step
+
+    if ":" in args.model and args.input_shape is None:
+        raise ExportError("a model given as module:factory needs --input-shape (per-sample shape, e.g. 3 32 32)")
+    model = _load_model(args.model)
+    loss = catalog.get("cross_entropy").cls(weight=torch.linspace(0.5, 1.5, args.num_classes or NUM_CLASSES))
+
+    def batch(n: int, seed: int):
+        if args.input_shape is None:
+            return example_input(args.model, n, seed)
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(n, *args.input_shape, generator=g)
+        return x, torch.randint(0, args.num_classes or NUM_CLASSES, (n,), generator=g), torch.rand(n, generator=g)
+
+    names = export_training_step(model, loss, batch(6, 0), args.output, optimizer=args.optimizer, lr=args.lr)
+    x, t, s = batch(9, 1)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    outs = run_onnx(args.output, [p.detach() for p in trainable] + [x, t, s])
+    grads = torch.autograd.grad(loss(model(x), t, s), trainable)
+    err = max((o - g).abs().max().item() for o, g in zip(outs[2:], grads))
+    passed = err <= 1e-4
+    print(f"{'PASS' if passed else 'FAIL'} training step {args.output}")
+    print(f"  inputs:  {', '.join(names['inputs'])}")
+    print(f"  outputs: {', '.join(names['outputs'])}")
+    print(f"  onnxruntime gradients vs torch.autograd at batch 9 (example batch 6): max abs error {err:.3g}")
+    return 0 if passed else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="exportable-loss", description="Export and verify exportable-loss losses.")
+    parser.add_argument("--verbose", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("export", help="export one loss and print its verification report")
+    p.add_argument("loss", help=f"one of: {', '.join(catalog.LOSSES)}")
+    p.add_argument("--reduction", default="mean")
+    p.add_argument("--backend", default="torch", choices=("torch", "triton", "auto"))
+    p.add_argument("--sample-weight", action="store_true", help="export with a sample_weight input")
+    p.add_argument("--format", default="onnx", choices=("onnx", "torchscript", "pt2"))
+    p.add_argument("--exporter", default="dynamo", choices=("dynamo", "torchscript"), help="ONNX exporter")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("matrix", help="every loss x reduction x backend x path, verified against eager")
+    p.add_argument("--losses", nargs="+", default=list(catalog.LOSSES))
+    p.add_argument("--reductions", nargs="+")
+    p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    p.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
+    p.add_argument("-o", "--output", help="also write the table as Markdown here")
+    p.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_matrix)
+
+    p = sub.add_parser("export-step", help="export a model's training step (loss, per-sample losses, gradients)")
+    p.add_argument("--model", default="mlp", help="mlp, transformer, convnet, or module:factory")
+    p.add_argument("--input-shape", type=int, nargs="+", help="per-sample input shape for module:factory")
+    p.add_argument("--num-classes", type=int, help="classes of a module:factory model")
+    p.add_argument("--optimizer", choices=("sgd",), help="also output the parameters after an SGD step")
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_export_step)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ExportError, ValueError, OSError) as e:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"exportable-loss: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""The export toolkit: export() reports, the CLI, and training-step export run by onnxruntime."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import exportable_loss as el
+from exportable_loss import catalog
+from exportable_loss.cli import main
+from exportable_loss.export import ExportError, export, run_onnx
+from exportable_loss.export.demo_models import demo, example_input
+from exportable_loss.export.step import export_training_step
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
+def test_export_report(fmt, tmp_path):
+    entry = catalog.get("cross_entropy")
+    path = str(tmp_path / f"loss.{fmt}")
+    report = export(entry.make("per_sample"), entry.example(6, sample_weight=True), path, format=fmt)
+    assert report.passed and os.path.exists(path)
+    assert report.verified_batch != report.example_batch
+    assert report.inputs[0].shape == ["batch", catalog.NUM_CLASSES] and report.outputs[0].shape == ["batch"]
+    assert report.max_abs_error <= 1e-5
+    assert "PASS" in str(report) and '"passed": true' in report.to_json()
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".exporting-")]
+
+
+def test_export_reports_a_mismatch(tmp_path):
+    class Wrong(torch.nn.Module):  # reads a batch-dependent Python number: the trace bakes it in
+        def forward(self, x):
+            return x.sum() / float(x.shape[0])
+
+    report = export(Wrong(), (torch.randn(6, 2),), str(tmp_path / "w.pt"), format="torchscript")
+    assert report.passed  # script keeps the Python int dynamic
+    report = export(Wrong(), (torch.randn(6, 2),), str(tmp_path / "w.onnx"), dynamo=False)
+    assert not report.passed and "FAIL" in str(report)
+
+
+def test_bad_inputs_and_destinations_are_clear_errors(tmp_path):
+    entry = catalog.get("mse")
+    x, t = entry.example(6)
+    with pytest.raises(
+        ExportError, match="the module rejects the example inputs: input and target must have the same shape"
+    ):
+        export(entry.make(), (x, t[:, :2]), str(tmp_path / "a.onnx"))
+    with pytest.raises(ExportError, match="does not exist"):
+        export(entry.make(), (x, t), str(tmp_path / "missing" / "a.onnx"))
+    with pytest.raises(ExportError, match="format must be one of onnx, torchscript, pt2; got 'tflite'"):
+        export(entry.make(), (x, t), str(tmp_path / "a.tflite"), format="tflite")
+    with pytest.raises(ExportError, match="share dim 0"):
+        export(entry.make(), (x, t[:4]), str(tmp_path / "a.onnx"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_unwritable_folder(tmp_path, monkeypatch):
+    # CI runs as root, which writes anywhere: the permission answer is simulated
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(ExportError, match="not writable"):
+        export(el.MSELoss(), catalog.get("mse").example(6), str(tmp_path / "a.onnx"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_export_and_errors(tmp_path, capsys):
+    out = str(tmp_path / "l.onnx")
+    assert main(["export", "focal", "--reduction", "sum", "--sample-weight", "-o", out]) == 0
+    assert "PASS onnx (dynamo)" in capsys.readouterr().out
+    assert main(["export", "huber", "--format", "pt2", "--json", "-o", str(tmp_path / "h.pt2")]) == 0
+    assert '"format": "pt2"' in capsys.readouterr().out
+    assert main(["export", "nope", "-o", out]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("exportable-loss: error: unknown loss 'nope'; known losses: cross_entropy")
+        and "Traceback" not in err
+    )
+    assert main(["export", "mse", "--reduction", "batchmean", "-o", out]) == 2
+    assert main(["export", "mse", "-o", str(tmp_path / "no" / "x.onnx")]) == 2
+    assert sorted(os.listdir(tmp_path)) == ["h.pt2", "l.onnx"]
+
+
+def test_cli_matrix_subset(tmp_path, capsys):
+    md = str(tmp_path / "matrix.md")
+    code = main(
+        ["matrix", "--losses", "kl_div", "--reductions", "batchmean", "--backends", "torch", "triton", "-o", md]
+    )
+    assert code == 0
+    table = open(md).read()
+    assert table.count("| pass |") == 10 and "FAIL" not in table
+
+
+def test_python_m_entry_point(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "exportable_loss",
+            "export",
+            "l1",
+            "--format",
+            "torchscript",
+            "-o",
+            str(tmp_path / "x.pt"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "PASS torchscript" in result.stdout
+
+
+# ------------------------------------------------------------------ training steps
+
+
+def _loss():
+    return el.CrossEntropyLoss(weight=torch.linspace(0.5, 2.0, 4), label_smoothing=0.1)
+
+
+@pytest.mark.parametrize("name", ["mlp", "transformer", "convnet"])
+def test_training_step_gradients_match_autograd(name, tmp_path):
+    model, loss = demo(name), _loss()
+    first = next(model.parameters())
+    first.requires_grad_(False)  # a frozen parameter: no gradient output, stays an initializer
+    path = str(tmp_path / "step.onnx")
+    names = export_training_step(model, loss, example_input(name, 6), path)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert names["outputs"] == ["loss", "per_sample_loss"] + [f"grad.{n}" for n, _ in trainable]
+    x, t, s = example_input(name, 9, seed=1)
+    outs = run_onnx(path, [p.detach() for _, p in trainable] + [x, t, s])
+    ref = loss(model(x), t, s)
+    grads = torch.autograd.grad(ref, [p for _, p in trainable])
+    torch.testing.assert_close(outs[0], ref.detach(), rtol=1e-5, atol=1e-6)
+    per_sample = el.CrossEntropyLoss(weight=loss.weight, label_smoothing=0.1, reduction="per_sample")(model(x), t, s)
+    torch.testing.assert_close(outs[1], per_sample.detach(), rtol=1e-5, atol=1e-6)
+    for got, want in zip(outs[2:], grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_training_step_with_parameters_as_initializers(tmp_path):
+    model, loss = demo("mlp"), _loss()
+    path = str(tmp_path / "step.onnx")
+    names = export_training_step(model, loss, example_input("mlp", 6)[:2], path, params_as_inputs=False)
+    assert names["inputs"] == ["input", "target"]
+    x, t, _ = example_input("mlp", 9, seed=2)
+    outs = run_onnx(path, [x, t])
+    grads = torch.autograd.grad(loss(model(x), t), list(model.parameters()))
+    for got, want in zip(outs[2:], grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_twenty_sgd_steps_in_onnxruntime_follow_pytorch(tmp_path):
+    """onnxruntime alone trains: 20 SGD steps (weight decay, batches of varying size) end at
+    torch.optim.SGD's parameters to 1e-5."""
+    model, loss = demo("mlp"), _loss()
+    kwargs = dict(lr=0.05, weight_decay=0.01)
+    path = str(tmp_path / "train.onnx")
+    export_training_step(model, loss, example_input("mlp", 6), path, optimizer="sgd", **kwargs)
+    params = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.SGD(model.parameters(), **kwargs)
+    k = len(params)
+    for step in range(20):
+        x, t, s = example_input("mlp", 7 + step % 3, seed=step)
+        outs = run_onnx(path, params + [x, t, s])
+        opt.zero_grad()
+        loss(model(x), t, s).backward()
+        opt.step()
+        params = outs[2 + k : 2 + 2 * k]
+    for got, want in zip(params, model.parameters()):
+        torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_adamw_is_refused_until_it_matches(tmp_path):
+    with pytest.raises(ExportError, match="optimizer must be None or 'sgd'; got 'adamw'"):
+        export_training_step(demo("mlp"), _loss(), example_input("mlp", 6), str(tmp_path / "s.onnx"), optimizer="adamw")
+
+
+def test_training_step_refuses_batch_norm_in_training_mode(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.BatchNorm1d(4))
+    with pytest.raises(ExportError, match=r"batch norm 1 is in training mode.*\.eval\(\)"):
+        export_training_step(model, _loss(), example_input("mlp", 6), str(tmp_path / "s.onnx"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_training_step_names_an_operator_without_onnx_translation(tmp_path):
+    class SDPA(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(8, 8)
+            self.head = torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            q = self.proj(x).reshape(x.shape[0], 1, 1, 8)
+            return self.head(torch.nn.functional.scaled_dot_product_attention(q, q, q).reshape(x.shape[0], 8))
+
+    with pytest.raises(ExportError, match="no ONNX translation: aten._scaled_dot_product"):
+        export_training_step(SDPA(), _loss(), example_input("mlp", 6), str(tmp_path / "s.onnx"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_cli_export_step(tmp_path, capsys):
+    out = str(tmp_path / "step.onnx")
+    assert main(["export-step", "--model", "convnet", "--optimizer", "sgd", "-o", out]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("PASS training step") and "new.net.0.weight" in text
+    assert main(["export-step", "--model", "resnet", "-o", out]) == 2
+    assert "unknown demo model 'resnet'" in capsys.readouterr().err
