@@ -3,7 +3,7 @@
     exportable-loss export LOSS [--reduction R] [--backend B] [--sample-weight]
                                 [--format onnx|torchscript|pt2] [--exporter dynamo|torchscript] -o FILE
     exportable-loss matrix [--losses ...] [--reductions ...] [--backends ...] [--paths ...] [-o FILE]
-    exportable-loss export-step [--model mlp|transformer|convnet|module:factory] [--optimizer sgd] -o FILE
+    exportable-loss export-step [--model mlp|transformer|convnet|module:factory] [--optimizer sgd|adamw] -o FILE
 
 Exit status 1 when a verification fails, 2 on a usage error; errors are one line unless --verbose.
 """
@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="mlp", help="mlp, transformer, convnet, or module:factory")
     p.add_argument("--input-shape", type=int, nargs="+", help="per-sample input shape for module:factory")
     p.add_argument("--num-classes", type=int, help="classes of a module:factory model")
-    p.add_argument("--optimizer", choices=("sgd",), help="also output the parameters after an SGD step")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), help="also output the parameters after an update")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from exportable_loss.export.api import ExportError, _check_destination
 from exportable_loss.export.onnx import DEFAULT_OPSET, _quiet
 
-OPTIMIZERS = (None, "sgd")
+OPTIMIZERS = (None, "sgd", "adamw")
 # Backward operators with no ONNX translation; the step refuses them by name.
 _NO_ONNX = {
     "aten._scaled_dot_product_flash_attention_for_cpu_backward",
@@ -80,7 +80,7 @@ def _conv_backward(
 
 
 class _TrainingStep(nn.Module):
-    """Calls the joint graph: inputs (trainable params if inputs, then user inputs)."""
+    """Calls the joint graph: inputs (trainable params if inputs, optimizer state, user inputs)."""
 
     def __init__(
         self,
@@ -112,12 +112,33 @@ class _TrainingStep(nn.Module):
         flat = []
         for i, name in enumerate(self.names):
             flat.append(params[name] if name in params else getattr(self, f"const_{i}"))
-        loss, per_sample, *grads = self.joint(*flat, *args)
+        n_state = 2 * len(self.trainable) + 1 if self.optimizer == "adamw" else 0
+        state, user = args[:n_state], args[n_state:]
+        loss, per_sample, *grads = self.joint(*flat, *user)
         if self.optimizer is None:
             return (loss, per_sample, *grads)
-        lr, wd = self.hyper["lr"], self.hyper["weight_decay"]
-        new = [params[n] - lr * (g + wd * params[n]) for n, g in zip(self.trainable, grads)]
-        return (loss, per_sample, *grads, *new)
+        # hyper-parameters as tensors of the parameters' dtype: a Python float would be written
+        # as a float32 constant, and a float64 graph would then round 0.999 to float32
+        dtype = grads[0].dtype
+        lr, wd, b1, b2, eps = (
+            torch.tensor(self.hyper[k], dtype=dtype) for k in ("lr", "weight_decay", "beta1", "beta2", "eps")
+        )
+        if self.optimizer == "sgd":
+            new = [params[n] - lr * (g + wd * params[n]) for n, g in zip(self.trainable, grads)]
+            return (loss, per_sample, *grads, *new)
+        k = len(self.trainable)
+        ms, vs, step = state[:k], state[k : 2 * k], state[2 * k] + 1
+        bc1 = 1 - torch.pow(b1, step)
+        bc2_sqrt = torch.sqrt(1 - torch.pow(b2, step))
+        new_p, new_m, new_v = [], [], []
+        for name, g, m, v in zip(self.trainable, grads, ms, vs):
+            p = params[name] * (1 - lr * wd)  # decoupled weight decay, as torch.optim.AdamW
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            new_p.append(p - (lr / bc1) * m / (torch.sqrt(v) / bc2_sqrt + eps))
+            new_m.append(m)
+            new_v.append(v)
+        return (loss, per_sample, *grads, *new_p, *new_m, *new_v, step)
 
 
 def _check_model(model: nn.Module) -> None:
@@ -139,6 +160,8 @@ def export_training_step(
     optimizer: Optional[str] = None,
     lr: float = 0.01,
     weight_decay: float = 0.0,
+    betas: Tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
     opset: int = DEFAULT_OPSET,
 ) -> Dict[str, List[str]]:
     """Export the training step of ``model`` under ``loss`` to one ONNX graph.
@@ -151,22 +174,22 @@ def export_training_step(
         params_as_inputs: trainable parameters are graph inputs (a runtime can update them);
             else initializers. Frozen parameters (``requires_grad=False``) and buffers are
             always initializers.
-        optimizer: None (gradients only) or ``"sgd"`` (as ``torch.optim.SGD`` with
-            ``weight_decay``): the updated parameters are outputs too; needs ``params_as_inputs``.
-        lr, weight_decay: SGD hyper-parameters, constants of the graph.
+        optimizer: None (gradients only), ``"sgd"`` or ``"adamw"`` (as ``torch.optim.SGD`` and
+            ``torch.optim.AdamW``): the updated parameters (and AdamW's moments and step) are
+            outputs too; needs ``params_as_inputs``.
+        lr, weight_decay, betas, eps: optimizer hyper-parameters, constants of the graph.
 
     Returns:
         ``{"inputs": [...], "outputs": [...]}``: the graph's input and output names in order.
-        Inputs: ``param.<name>`` (if inputs), then ``input``, ``target`` (and ``sample_weight``).
-        Outputs: ``loss``, ``per_sample_loss``, ``grad.<name>`` per trainable parameter, then
-        with SGD ``new.<name>``.
+        Inputs: ``param.<name>`` (if inputs), for AdamW ``exp_avg.<name>``, ``exp_avg_sq.<name>``
+        and ``step``, then ``input``, ``target`` (and ``sample_weight``). Outputs: ``loss``,
+        ``per_sample_loss``, ``grad.<name>`` per trainable parameter, then ``new.<name>``
+        (and ``new_exp_avg.<name>``, ``new_exp_avg_sq.<name>``, ``new_step``).
     """
     from torch.export.experimental import _export_forward_backward
 
     if optimizer not in OPTIMIZERS:
-        # AdamW was tried: the exported program matches torch.optim.AdamW when run by PyTorch,
-        # but onnxruntime's updated parameters drift from it (see the issue notes)
-        raise ExportError(f"optimizer must be None or 'sgd'; got {optimizer!r}")
+        raise ExportError(f"optimizer must be one of None, 'sgd', 'adamw'; got {optimizer!r}")
     if optimizer is not None and not params_as_inputs:
         raise ExportError("an optimizer step needs params_as_inputs=True (the updated parameters are fed back)")
     args = tuple(example_inputs)
@@ -200,19 +223,28 @@ def export_training_step(
     names = [s.target for s in spec.input_specs if s.kind.name in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR")]
     grads = [s.target for s in spec.output_specs if s.kind.name == "GRADIENT_TO_PARAMETER"]
     values = {**dict(joint.named_parameters()), **dict(joint.named_buffers()), **joint.constants}
-    hyper = dict(lr=lr, weight_decay=weight_decay)
+    hyper = dict(lr=lr, weight_decay=weight_decay, beta1=betas[0], beta2=betas[1], eps=eps)
     step = _TrainingStep(joint.graph_module, names, grads, values, params_as_inputs, optimizer, hyper)
 
     trainable = {n: values[n].detach() for n in grads}
     step_args: List[Tensor] = list(trainable.values()) if params_as_inputs else []
     grads_short = [n.removeprefix("model.") for n in grads]  # names as in model.named_parameters()
     input_names = [f"param.{n}" for n in grads_short] if params_as_inputs else []
+    if optimizer == "adamw":
+        dtype = next(iter(trainable.values())).dtype
+        # distinct tensors: torch.export would merge aliased example inputs into one graph input
+        step_args += [torch.zeros_like(p) for _ in range(2) for p in trainable.values()]
+        step_args.append(torch.tensor(0.0, dtype=dtype))
+        input_names += [f"exp_avg.{n}" for n in grads_short] + [f"exp_avg_sq.{n}" for n in grads_short] + ["step"]
     n_fixed = len(step_args)
     step_args += list(args)
     input_names += ["input", "target", "sample_weight"][: len(args)]
     output_names = ["loss", "per_sample_loss"] + [f"grad.{n}" for n in grads_short]
     if optimizer is not None:
         output_names += [f"new.{n}" for n in grads_short]
+    if optimizer == "adamw":
+        output_names += [f"new_exp_avg.{n}" for n in grads_short] + [f"new_exp_avg_sq.{n}" for n in grads_short]
+        output_names += ["new_step"]
 
     dynamic = tuple([None] * n_fixed + [{0: batch} for _ in args])
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".onnx", prefix=".exporting-")
@@ -228,6 +260,9 @@ def export_training_step(
                 output_names=output_names,
                 opset_version=opset,
                 verbose=False,
+                # onnxscript 0.7.2's optimizer removed AdamW's "+ eps" (1e-8) as if it were 0:
+                # a training graph must keep every constant of the update and of the user's model
+                optimize=False,
             )
             onnx_program.save(tmp)
         os.replace(tmp, path)
