@@ -11,12 +11,14 @@ decomposed into convolutions first; an operator that still has none is named in 
 
 import copy
 import os
+import re
 import tempfile
 import warnings
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from exportable_loss.export.api import ExportError, _check_destination
 from exportable_loss.export.onnx import DEFAULT_OPSET, _quiet
@@ -208,7 +210,9 @@ def export_training_step(
         raise ExportError(f"the model and loss reject the example inputs: {e}") from e
 
     batch = torch.export.Dim("batch", min=2)
-    with warnings.catch_warnings():
+    # SDPA's math formulation (matmul, softmax) has a backward that exports to ONNX; the fused
+    # CPU/GPU kernels' backward operators have no ONNX translation
+    with warnings.catch_warnings(), sdpa_kernel(SDPBackend.MATH):
         warnings.simplefilter("ignore")
         program = torch.export.export(wrapped, args, dynamic_shapes=tuple({0: batch} for _ in args))
         joint = _export_forward_backward(program)
@@ -217,7 +221,7 @@ def export_training_step(
     if unsupported:
         raise ExportError(
             f"the training step uses operators with no ONNX translation: {', '.join(unsupported)} "
-            "(write attention with matmul and softmax instead of scaled_dot_product_attention)"
+            "(no decomposition into ONNX operators is known)"
         )
     spec = joint.graph_signature
     names = [s.target for s in spec.input_specs if s.kind.name in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR")]
@@ -266,6 +270,12 @@ def export_training_step(
             )
             onnx_program.save(tmp)
         os.replace(tmp, path)
+    except torch.onnx.errors.OnnxExporterError as e:
+        os.remove(tmp)
+        missing = re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", str(e))
+        if missing:
+            raise ExportError(f"the training step uses {missing.group(1)}, which has no ONNX translation") from e
+        raise
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
