@@ -46,6 +46,10 @@ def test_bad_inputs_and_destinations_are_clear_errors(tmp_path):
         ExportError, match="the module rejects the example inputs: input and target must have the same shape"
     ):
         export(entry.make(), (x, t[:, :2]), str(tmp_path / "a.onnx"))
+    with pytest.raises(
+        ExportError, match="the module rejects the example inputs: input must be a floating-point tensor"
+    ):
+        export(entry.make(), (x.long(), t), str(tmp_path / "a.onnx"))
     with pytest.raises(ExportError, match="does not exist"):
         export(entry.make(), (x, t), str(tmp_path / "missing" / "a.onnx"))
     with pytest.raises(ExportError, match="format must be one of onnx, torchscript, pt2; got 'tflite'"):
@@ -222,3 +226,32 @@ def test_training_step_names_an_operator_without_onnx_translation(tmp_path):
     with pytest.raises(ExportError, match="aten.convolution_backward has no ONNX translation for .*grouped.*groups=2"):
         export_training_step(model, _loss(), (x.unsqueeze(-1), t, s), str(tmp_path / "s.onnx"))
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", list(catalog.LOSSES))
+def test_training_step_for_every_loss(name, tmp_path):
+    """Each loss of the library inside a training step: onnxruntime's gradients are autograd's."""
+    model = demo("mlp")
+    entry = catalog.get(name)
+    loss = entry.make("mean")
+    x, t, s = example_input("mlp", 6)
+    g = torch.Generator().manual_seed(3)
+
+    def target(n):
+        if name in ("cross_entropy", "nll"):
+            return torch.randint(0, 4, (n,), generator=g)
+        return torch.rand(n, 4, generator=g)  # probabilities: valid for BCE, focal, KL and regression
+
+    if name == "cross_entropy":
+        loss = el.CrossEntropyLoss(weight=torch.linspace(0.5, 1.5, 4), label_smoothing=0.1)
+    if name == "bce_with_logits":  # the catalogue's pos_weight has 3 classes, the MLP 4
+        loss = el.BCEWithLogitsLoss(pos_weight=torch.tensor([1.0, 2.0, 0.5, 3.0]))
+    path = str(tmp_path / "s.onnx")
+    export_training_step(model, loss, (x, target(6), s), path)
+    x, t, s = example_input("mlp", 9, seed=1)
+    t = target(9)
+    outs = run_onnx(path, [p.detach() for p in model.parameters()] + [x, t, s])
+    ref = loss(model(x), t, s)
+    torch.testing.assert_close(outs[0], ref.detach(), rtol=1e-5, atol=1e-6)
+    for got, want in zip(outs[2:], torch.autograd.grad(ref, list(model.parameters()))):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
