@@ -87,14 +87,34 @@ def reduce_loss(
             return total.to(out_dtype)
         return (total / max(loss.shape[0], 1)).to(out_dtype)
     # reduction == "mean"
+    if position_weight is None and valid is None and s is None:
+        return (total / max(loss.numel(), 1)).to(out_dtype)
+    return _safe_divide(total, mean_denominator(loss, sample_weight, valid, position_weight, acc)).to(out_dtype)
+
+
+def mean_denominator(
+    loss: Tensor,
+    sample_weight: Optional[Tensor] = None,
+    valid: Optional[Tensor] = None,
+    position_weight: Optional[Tensor] = None,
+    dtype: Optional[torch.dtype] = None,
+) -> Tensor:
+    """What ``reduction="mean"`` divides by (SPEC): the position weights (class weights of the
+    counted targets, or 1 per counted position) times the sample weights, summed; without
+    either, the element count. ``loss`` gives only the shape (and the default dtype).
+    """
+    acc = accumulation_dtype(loss.dtype) if dtype is None else dtype
+    s: Optional[Tensor] = None
+    if sample_weight is not None:
+        s = sample_weight.reshape([-1] + [1] * (loss.dim() - 1)).to(acc)
     if position_weight is None and valid is not None:
         position_weight = valid
     if position_weight is not None:
         w = position_weight.to(acc)
         if s is not None:
-            w = w * s.to(acc)
-        return _safe_divide(total, w.sum(dtype=acc)).to(out_dtype)
+            w = w * s
+        return w.sum(dtype=acc)
     if s is not None:
         per_sample_count = loss.numel() // loss.shape[0] if loss.shape[0] > 0 else 1
-        return _safe_divide(total, s.sum(dtype=acc) * per_sample_count).to(out_dtype)
-    return (total / max(loss.numel(), 1)).to(out_dtype)
+        return s.sum(dtype=acc) * per_sample_count
+    return torch.full((), loss.numel(), dtype=acc, device=loss.device)

@@ -9,7 +9,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(*args: str) -> str:
-    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
@@ -30,3 +31,15 @@ def test_train_in_onnxruntime():
     out = _run("export_scripts/train_in_onnxruntime.py", "--optimizer", "adamw")
     diffs = [float(d) for d in re.findall(r"max parameter difference to PyTorch (\S+)", out)]
     assert len(diffs) == 20 and max(diffs) < 1e-9
+
+
+def test_ddp_gradient_accumulation_example_with_torchrun():
+    """The docs' command: 2 CPU processes (gloo), uneven padding, exact loss and parameters."""
+    out = _run(
+        "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "export_scripts/ddp_grad_accum.py", "--steps", "3",
+    )  # fmt: skip
+    steps = re.findall(r"loss (\S+) \(single process, full batch: (\S+)\); max parameter difference (\S+)", out)
+    assert len(steps) == 3
+    for logged, reference, diff in steps:
+        assert abs(float(logged) - float(reference)) < 2e-6 and float(diff) < 1e-6

@@ -1,0 +1,152 @@
+"""Exact normalisation on a real torch.distributed engine: 2 processes, gloo, CPU.
+
+Each rank accumulates 2 micro-batches with different padding (ignore_index) and sample weights.
+With step_normalizer, the gradient after accumulation and DDP's (or FSDP2's) averaging equals
+the single-process gradient of the whole step's mean to 1e-6, and the logged loss is the exact
+global mean; the naive mean of micro-batch means gives another gradient (so the test can fail).
+"""
+
+import contextlib
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+import exportable_loss as el
+from exportable_loss.distributed import denominator, logged_loss, step_normalizer
+
+WORLD = 2
+SIZES = [(7, 0), (5, 4), (9, 1), (6, 6)]  # (samples, padded positions) of the 4 micro-batches
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for n, pad in SIZES:
+        x = torch.randn(n, 3, 6, generator=g)  # (samples, tokens, features)
+        t = torch.randint(0, 5, (n, 3), generator=g)
+        t.view(-1)[:pad] = -100
+        out.append((x, t, torch.rand(n, generator=g) + 0.1))
+    return out
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 5))
+
+
+def _loss():
+    return el.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 0.5, 1.5, 1.0]), label_smoothing=0.1)
+
+
+def _logits(model, x):
+    return model(x).transpose(1, 2)  # (samples, classes, tokens)
+
+
+def _grads(model):
+    return [(p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).clone() for p in model.parameters()]
+
+
+def _train(rank, wrapper, exact):
+    model = _model()
+    loss_fn = _loss()
+    if wrapper == "ddp":
+        wrapped = nn.parallel.DistributedDataParallel(model)
+    else:
+        from torch.distributed.fsdp import fully_shard
+
+        wrapped = fully_shard(model)
+    mine = _data()[2 * rank : 2 * rank + 2]
+    normalizer = step_normalizer(loss_fn, [t for _, t, _ in mine], [s for _, _, s in mine]) if exact else None
+    accumulated = torch.zeros(())
+    for i, (x, t, s) in enumerate(mine):
+        no_sync = wrapped.no_sync() if wrapper == "ddp" and i == 0 else contextlib.nullcontext()
+        with no_sync:
+            loss = loss_fn(_logits(wrapped, x), t, s, normalizer)
+            if not exact:
+                loss = loss / len(mine)  # the naive mean of micro-batch means
+            loss.backward()
+        accumulated = accumulated + loss.detach()
+    return _grads(wrapped), logged_loss(accumulated)
+
+
+def _worker(rank, init_file, out_dir, wrapper):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    try:
+        exact_grads, exact_loss = _train(rank, wrapper, exact=True)
+        naive_grads, naive_loss = _train(rank, wrapper, exact=False)
+        torch.save(
+            dict(exact=exact_grads, naive=naive_grads, exact_loss=exact_loss, naive_loss=naive_loss),
+            os.path.join(out_dir, f"rank{rank}.pt"),
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def _full_batch_reference():
+    model, loss_fn = _model(), _loss()
+    data = _data()
+    # every micro-batch has 3 tokens: the whole step is their concatenation
+    x = torch.cat([d[0] for d in data])
+    t = torch.cat([d[1] for d in data])
+    s = torch.cat([d[2] for d in data])
+    loss = loss_fn(_logits(model, x), t, s)
+    loss.backward()
+    return [p.grad.clone() for p in model.parameters()], loss.detach()
+
+
+@pytest.mark.parametrize("wrapper", ["ddp", "fsdp2"])
+def test_two_ranks_with_accumulation_give_the_full_batch_gradient(wrapper, tmp_path):
+    if wrapper == "fsdp2":
+        pytest.importorskip("torch.distributed.fsdp", reason="FSDP2 needs torch.distributed.fsdp.fully_shard")
+    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path), wrapper), nprocs=WORLD, join=True)
+    results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    ref_grads, ref_loss = _full_batch_reference()
+    for result in results:
+        for got, want in zip(result["exact"], ref_grads):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(result["exact_loss"], ref_loss, rtol=1e-6, atol=1e-6)
+        # the naive mean of micro-batch means is another loss and another gradient
+        assert not torch.allclose(result["naive_loss"], ref_loss, rtol=1e-3)
+        assert max((g - w).abs().max().item() for g, w in zip(result["naive"], ref_grads)) > 1e-3
+
+
+@pytest.mark.parametrize(
+    "make, input, target",
+    [
+        (
+            lambda r: _loss().__class__(_loss().weight, label_smoothing=0.1, reduction=r),
+            torch.randn(5, 5, 3),
+            _data()[1][1],
+        ),
+        (lambda r: el.CrossEntropyLoss(reduction=r), torch.randn(4, 5, 2), torch.softmax(torch.randn(4, 5, 2), 1)),
+        (lambda r: el.NLLLoss(ignore_index=2, reduction=r), torch.randn(4, 5), torch.tensor([0, 2, 2, 1])),
+        (lambda r: el.MSELoss(reduction=r), torch.randn(4, 3), torch.randn(4, 3)),
+        (lambda r: el.KLDivLoss(reduction=r), torch.randn(4, 3), torch.rand(4, 3)),
+    ],
+)
+def test_denominator_is_what_mean_divides_by(make, input, target):
+    s = torch.rand(input.shape[0]) + 0.5
+    mean = "batchmean" if isinstance(make("sum"), el.KLDivLoss) else "mean"
+    for weights in (None, s):
+        total = make(mean)(input, target, weights) * denominator(make(mean), target, weights).float()
+        torch.testing.assert_close(total, make("sum")(input, target, weights), rtol=1e-6, atol=1e-6)
+
+
+def test_denominator_counts():
+    assert denominator(el.NLLLoss(ignore_index=2), torch.tensor([0, 2, 2, 1])).item() == 2.0
+    assert denominator(el.KLDivLoss(reduction="batchmean"), torch.rand(4, 3)).item() == 4.0
+    assert denominator(el.MSELoss(), torch.rand(4, 3), torch.full((4,), 0.5)).item() == 6.0
+
+
+def test_step_normalizer_single_process_and_argument_errors():
+    loss_fn = _loss()
+    data = _data()
+    n = step_normalizer(loss_fn, [t for _, t, _ in data], [s for _, _, s in data])
+    assert n.dtype == torch.float64 and n.dim() == 0
+    assert torch.allclose(n, sum(denominator(loss_fn, t, s) for _, t, s in data))
+    with pytest.raises(ValueError, match="one entry per target; got 1 for 4"):
+        step_normalizer(loss_fn, [t for _, t, _ in data], [None])
