@@ -251,3 +251,14 @@ def _pointwise_backward(ctx, grad):
 
 
 torch.library.register_autograd("exportable_loss::pointwise_loss", _pointwise_backward, setup_context=_pointwise_setup)
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "backend='triton' does not support double backward (a gradient of the loss's gradient); "
+        "use backend='torch' for it"
+    )
+
+
+for _op in ("exportable_loss::cross_entropy_rows_backward", "exportable_loss::pointwise_loss_backward"):
+    torch.library.register_autograd(_op, _no_double_backward, setup_context=lambda ctx, inputs, output: None)

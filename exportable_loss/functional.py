@@ -112,14 +112,17 @@ def _fused_cross_entropy(
     x = input.unsqueeze(0) if unbatched else input
     t = target.unsqueeze(0) if unbatched else target
     n, num_classes = x.shape[0], x.shape[1]
-    x3 = x.reshape(n, num_classes, -1)
+    spatial = 1
+    for size in x.shape[2:]:
+        spatial *= size
+    x3 = x.reshape(n, num_classes, spatial)
     probabilities = t.is_floating_point()
     if probabilities:
         # the kernel walks target and logits with one set of strides
         x3 = x3.contiguous()
-        t3 = t.reshape(n, num_classes, -1).contiguous()
+        t3 = t.reshape(n, num_classes, spatial).contiguous()
     else:
-        t3 = t.reshape(n, -1).long().contiguous()
+        t3 = t.reshape(n, spatial).long().contiguous()
     w = weight.contiguous() if weight is not None else None
     softcap = 0.0 if logit_softcap is None else logit_softcap
     rows, _, _ = torch.ops.exportable_loss.cross_entropy_rows(

@@ -222,7 +222,8 @@ def make_inputs(case: Case, n: int, seed: int = 0, weighting: str = "plain"):
     if weighting == "plain":
         return (x, t)
     s = torch.rand(n, generator=g) * 2
-    s[1] = 0.0  # a zero-weight sample counts for nothing
+    if n > 1:
+        s[1] = 0.0  # a zero-weight sample counts for nothing
     if weighting == "sample_weight":
         return (x, t, s)
     return (x, t, s, torch.tensor(7.5))
