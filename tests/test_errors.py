@@ -115,3 +115,19 @@ def test_validate_checks_weights_for_non_finite_values():
     loss = el.CrossEntropyLoss(validate=True)
     with pytest.raises(ValueError, match="sample_weight must be finite"):
         loss(torch.zeros(6, 5), torch.zeros(6, dtype=torch.long), torch.tensor([1.0, float("inf"), 1, 1, 1, 1]))
+
+
+def test_compiled_and_exported_losses_keep_the_shape_checks():
+    """Under torch.compile the eager check is traced (the error carries its message); a
+    torch.export program carries the shape constraint as a guard."""
+    torch._dynamo.reset()
+    compiled = torch.compile(el.MSELoss(), fullgraph=True, dynamic=True, backend="aot_eager")
+    compiled(torch.randn(6, 3), torch.randn(6, 3))
+    with pytest.raises(Exception, match="input and target must have the same shape"):
+        compiled(torch.randn(7, 3), torch.randn(7, 2))
+    batch = torch.export.Dim("batch", min=2)
+    program = torch.export.export(
+        el.MSELoss(), (torch.randn(6, 3), torch.randn(6, 3)), dynamic_shapes=({0: batch}, {0: batch})
+    )
+    with pytest.raises(Exception, match="Guard failed|size"):
+        program.module()(torch.randn(7, 3), torch.randn(8, 3))
