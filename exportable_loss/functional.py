@@ -567,7 +567,7 @@ def sigmoid_focal_loss(
 
     Example:
         >>> sigmoid_focal_loss(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.0]), reduction="none")
-        tensor([0.0433, 1.0511])
+        tensor([0.0433, 1.2376])
     """
     if not torch.jit.is_scripting():
         input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)

@@ -285,7 +285,7 @@ class SmoothL1Loss(_Loss):
 
     Example:
         >>> SmoothL1Loss(beta=0.5)(torch.tensor([0.25, 2.0]), torch.zeros(2))
-        tensor(0.8906)
+        tensor(0.9062)
     """
 
     __constants__ = _Loss.__constants__ + ["beta"]
@@ -375,7 +375,7 @@ class FocalLoss(_Loss):
 
     Example:
         >>> FocalLoss(reduction="sum")(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.0]))
-        tensor(1.0944)
+        tensor(1.2809)
     """
 
     __constants__ = _Loss.__constants__ + ["alpha", "gamma"]
