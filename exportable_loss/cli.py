@@ -4,6 +4,7 @@
                                 [--format onnx|torchscript|pt2] [--exporter dynamo|torchscript] -o FILE
     exportable-loss matrix [--losses ...] [--reductions ...] [--backends ...] [--paths ...] [-o FILE]
     exportable-loss export-step [--model mlp|transformer|convnet|module:factory] [--optimizer sgd|adamw] -o FILE
+    exportable-loss bench [--quick] [--out DIR]
 
 Exit status 1 when a verification fails, 2 on a usage error; errors are one line unless --verbose.
 """
@@ -178,6 +179,16 @@ def _cmd_export_step(args: argparse.Namespace) -> int:
     return 0 if passed else 1
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from exportable_loss import bench
+
+    paths = bench.run(args.out, quick=args.quick, peak_gbps=args.peak_gbps)
+    with open(paths["md"]) as f:
+        print(f.read())
+    print(f"wrote {', '.join(paths.values())}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exportable-loss", description="Export and verify exportable-loss losses.")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
@@ -213,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_export_step)
+
+    p = sub.add_parser("bench", help="benchmark the losses on this device: JSON, PNG plots, Markdown")
+    p.add_argument("--quick", action="store_true", help="fewer sizes and repeats (under 3 minutes on 2 CPU cores)")
+    p.add_argument("--out", default="bench-results", help="output folder")
+    p.add_argument("--peak-gbps", type=float, help="CUDA: the device's peak memory bandwidth, GB/s")
+    p.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -179,7 +179,11 @@ def export_training_step(
         optimizer: None (gradients only), ``"sgd"`` or ``"adamw"`` (as ``torch.optim.SGD`` and
             ``torch.optim.AdamW``): the updated parameters (and AdamW's moments and step) are
             outputs too; needs ``params_as_inputs``.
-        lr, weight_decay, betas, eps: optimizer hyper-parameters, constants of the graph.
+        lr: learning rate (a constant of the graph, as the other hyper-parameters).
+        weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
+        betas: AdamW's moment coefficients.
+        eps: AdamW's denominator term.
+        opset: ONNX opset.
 
     Returns:
         ``{"inputs": [...], "outputs": [...]}``: the graph's input and output names in order.

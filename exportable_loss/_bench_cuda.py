@@ -1,8 +1,6 @@
-"""GPU benchmark of the Triton backend: forward+backward time, peak extra memory and achieved
-bandwidth, against the torch backend (eager and torch.compile), torch.nn eager and
-Liger-Kernel's cross entropy when it is installed. Every ratio is measured in the same run.
-
-    python benchmarks/triton_bench.py [--quick] [--peak-gbps 3350] [--json out.json]
+"""CUDA part of ``exportable-loss bench``: the Triton backend's forward+backward time, peak
+extra memory and achieved bandwidth, against the torch backend (eager and torch.compile),
+torch.nn eager and Liger-Kernel's cross entropy when it is installed, in the same run.
 
 Bytes counted for our design: cross entropy reads the logits in the forward and again in the
 backward and writes the gradient once (3 logits-sized passes; the floor is 2: one read, one
@@ -10,8 +8,6 @@ write); an element-wise loss reads input and target in the forward and again in 
 and writes the gradient (5 input-sized passes).
 """
 
-import argparse
-import json
 import statistics
 from typing import Callable, Dict, List, Optional
 
@@ -111,33 +107,3 @@ def run(quick: bool, repeats: int, peak: Optional[float]) -> List[Dict[str, obje
                 if peak:
                     rows[-1]["peak_fraction"] = gbps / peak
     return rows
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Triton backend benchmark (CUDA)")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--peak-gbps", type=float, help="device peak memory bandwidth, GB/s")
-    parser.add_argument("--json")
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("this benchmark needs a CUDA GPU (the CPU overhead benchmark is benchmarks/cpu_overhead.py)")
-    name = torch.cuda.get_device_name()
-    peak = _peak(name, args.peak_gbps)
-    rows = run(args.quick, args.repeats, peak)
-    print(f"{name}, torch {torch.__version__}, peak bandwidth {peak} GB/s")
-    print("| loss | shape | dtype | impl | ms | extra MB | GB/s | of peak | floor/actual |")
-    print("|---|---|---|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        opt = lambda k, f, r=r: format(r[k], f) if k in r else ""  # noqa: E731
-        print(
-            f"| {r['loss']} | {r['shape']} | {r['dtype']} | {r['impl']} | {r['ms']:.3f} | {r['extra_mb']:.0f} "
-            f"| {opt('gbps', '.0f')} | {opt('peak_fraction', '.0%')} | {opt('floor_ratio', '.2f')} |"
-        )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(device=name, torch=torch.__version__, rows=rows), f, indent=1)
-
-
-if __name__ == "__main__":
-    main()
