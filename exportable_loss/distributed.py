@@ -41,6 +41,11 @@ def denominator(loss_fn: nn.Module, target: Tensor, sample_weight: Optional[Tens
         loss_fn: a loss module of this library.
         target: the micro-batch's target.
         sample_weight: its ``(N,)`` sample weights, if the loss call passes them.
+
+    Example:
+        >>> from exportable_loss import MSELoss
+        >>> denominator(MSELoss(), torch.zeros(4, 3), sample_weight=torch.full((4,), 0.5))
+        tensor(6., dtype=torch.float64)
     """
     if isinstance(loss_fn, KLDivLoss) and loss_fn.reduction == "batchmean":
         return torch.full((), target.shape[0] if target.dim() else 1, dtype=DENOMINATOR_DTYPE, device=target.device)
@@ -81,6 +86,13 @@ def step_normalizer(
 
     Returns:
         A 0-dim float64 tensor to pass as ``normalizer``.
+
+    Example:
+        >>> from exportable_loss import CrossEntropyLoss
+        >>> loss_fn = CrossEntropyLoss()
+        >>> targets = [torch.tensor([1, -100, 2]), torch.tensor([0, 1])]   # 2 + 2 counted
+        >>> step_normalizer(loss_fn, targets)   # single process: the sum
+        tensor(4., dtype=torch.float64)
     """
     if sample_weights is None:
         sample_weights = [None] * len(targets)

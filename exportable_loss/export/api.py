@@ -140,6 +140,13 @@ def export(
 
     Raises:
         ExportError: unknown format, inputs the module rejects, or an unwritable destination.
+
+    Example:
+        >>> from exportable_loss import CrossEntropyLoss
+        >>> loss = CrossEntropyLoss(reduction="per_sample")
+        >>> report = export(loss, (torch.randn(6, 5), torch.randint(0, 5, (6,))), "ce.onnx")
+        >>> report.passed, report.outputs[0].name
+        (True, 'loss')
     """
     if format not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")

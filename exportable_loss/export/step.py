@@ -191,6 +191,14 @@ def export_training_step(
         and ``step``, then ``input``, ``target`` (and ``sample_weight``). Outputs: ``loss``,
         ``per_sample_loss``, ``grad.<name>`` per trainable parameter, then ``new.<name>``
         (and ``new_exp_avg.<name>``, ``new_exp_avg_sq.<name>``, ``new_step``).
+
+    Example:
+        >>> from exportable_loss import CrossEntropyLoss
+        >>> model = torch.nn.Linear(8, 4)
+        >>> x, target = torch.randn(6, 8), torch.randint(0, 4, (6,))
+        >>> names = export_training_step(model, CrossEntropyLoss(), (x, target), "step.onnx", optimizer="sgd")
+        >>> print(*names["outputs"])
+        loss per_sample_loss grad.weight grad.bias new.weight new.bias
     """
     from torch.export.experimental import _export_forward_backward
 
