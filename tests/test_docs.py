@@ -12,6 +12,7 @@ MODULES = {
     "exportable_loss.distributed": 4,
     "exportable_loss.export.api": 3,
     "exportable_loss.export.step": 4,
+    "exportable_loss.export.onnx": 4,
 }
 
 

@@ -62,6 +62,14 @@ def export_onnx(
 
     Returns:
         ``path``.
+
+    Example:
+        >>> from exportable_loss import MSELoss
+        >>> path = export_onnx(MSELoss(reduction="per_sample"), (torch.randn(6, 3), torch.randn(6, 3)), "mse.onnx")
+        >>> x, y = torch.ones(9, 3), torch.zeros(9, 3)   # another batch size
+        >>> run_onnx(path, (x, y))[0]
+        tensor([1., 1., 1., 1., 1., 1., 1., 1., 1.])
+        >>> check_onnx_model(path, [MSELoss(reduction="per_sample")(x, y)])   # raises if not strict-clean
     """
     args = tuple(args)
     names = list(input_names) if input_names is not None else _input_names(len(args))
@@ -97,7 +105,16 @@ def export_onnx(
 
 
 def run_onnx(path: str, args: Sequence[Tensor], providers: Optional[List[str]] = None) -> List[Tensor]:
-    """Run an exported file in onnxruntime (CUDA provider when present) on torch tensors."""
+    """Run an exported file in onnxruntime (CUDA provider when present) on torch tensors.
+
+    Args:
+        path: the ``.onnx`` file.
+        args: inputs in the graph's input order.
+        providers: onnxruntime execution providers; default CUDA when available, then CPU.
+
+    Returns:
+        The outputs as CPU tensors. See :func:`export_onnx` for an example.
+    """
     import onnxruntime as ort
 
     if providers is None:
@@ -114,6 +131,12 @@ def check_onnx_model(path: str, outputs: Sequence[Tensor]) -> None:
 
     The model passes ``onnx.checker.check_model(full_check=True)``, uses only standard ONNX
     operators, and declares each output with the rank of the matching tensor in ``outputs``.
+
+    Args:
+        path: the ``.onnx`` file.
+        outputs: the eager outputs the model should declare (their ranks and static dims).
+
+    See :func:`export_onnx` for an example.
     """
     import onnx
 
