@@ -207,7 +207,10 @@ def test_property_against_float64_reference(problem):
     s = rest[0] if rest else None
     normalizer = rest[1] if len(rest) > 1 else None
     ref = spec_reduce(l, reduction, s, normalizer, valid, pw)
-    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    # float32 formulas such as (1 - y) * x + softplus(-x) cancel: their absolute error grows
+    # like eps32 * |x| (1.7e-6 at |x| = 24 in torch.nn itself), so atol scales with the input
+    scale = 1.0 + float(x.detach().abs().max()) if x.numel() else 1.0
+    tol = dict(rtol=1e-5, atol=2e-7 * scale) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12 * scale)
     torch.testing.assert_close(out.double(), ref, **tol)
 
 
