@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from exportable_loss._reduction import mean_denominator
+from exportable_loss.functional import counted_targets
 from exportable_loss.losses import CrossEntropyLoss, KLDivLoss, NLLLoss
 
 DENOMINATOR_DTYPE = torch.float64  # counts stay exact far beyond float32's 2**24
@@ -53,12 +54,9 @@ def denominator(loss_fn: nn.Module, target: Tensor, sample_weight: Optional[Tens
         if target.is_floating_point():  # class probabilities: every position counts
             positions = target.select(1, 0) if target.dim() > 1 else target.sum()
             return mean_denominator(positions, sample_weight, dtype=DENOMINATOR_DTYPE)
-        valid = target != loss_fn.ignore_index
-        position_weight: Optional[Tensor] = None
-        if loss_fn.weight is not None:
-            num_classes = loss_fn.weight.shape[0]
-            safe = torch.where(valid & (target >= 0) & (target < num_classes), target, torch.zeros_like(target))
-            position_weight = torch.where(valid, loss_fn.weight[safe].to(DENOMINATOR_DTYPE), 0.0)
+        weight = loss_fn.weight.to(DENOMINATOR_DTYPE) if loss_fn.weight is not None else None
+        num_classes = weight.shape[0] if weight is not None else 0  # only bounds the weight lookup
+        valid, _, _, position_weight = counted_targets(target.long(), weight, loss_fn.ignore_index, num_classes)
         return mean_denominator(target, sample_weight, valid, position_weight, DENOMINATOR_DTYPE)
     return mean_denominator(target, sample_weight, dtype=DENOMINATOR_DTYPE)
 

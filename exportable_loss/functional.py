@@ -133,12 +133,8 @@ def _fused_cross_entropy(
         loss = loss.squeeze(0)
     if probabilities:
         return reduce_loss(loss, reduction, sample_weight, normalizer).to(input.dtype)
-    valid = target != ignore_index
-    target_weight: Optional[Tensor] = None
-    if weight is not None:
-        safe = torch.where((target >= 0) & (target < num_classes), target, torch.zeros_like(target)).long()
-        gathered = weight.to(torch.float32)[safe]
-        target_weight = torch.where(valid, gathered, torch.zeros_like(gathered))
+    w32 = weight.to(torch.float32) if weight is not None else None
+    valid, _, _, target_weight = counted_targets(target.long(), w32, ignore_index, num_classes)
     return reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight).to(input.dtype)
 
 
@@ -162,6 +158,26 @@ def _softplus_neg(x: Tensor) -> Tensor:
     return torch.log1p(torch.exp(-torch.abs(x))) + torch.relu(-x)
 
 
+def counted_targets(
+    target: Tensor, weight: Optional[Tensor], ignore_index: int, num_classes: int
+) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+    """Which int64 class-index positions count, and their class weights.
+
+    Returns ``(valid, in_range, safe, target_weight)``: positions that are not ``ignore_index``;
+    indices inside ``[0, num_classes)``; the index with out-of-range ones replaced by 0 (safe
+    to gather with); ``weight[target]`` at counted positions and 0 elsewhere (None without
+    ``weight``).
+    """
+    valid = target != ignore_index
+    in_range = (target >= 0) & (target < num_classes)
+    safe = torch.where(in_range, target, torch.zeros_like(target))
+    target_weight: Optional[Tensor] = None
+    if weight is not None:
+        gathered = weight[safe]
+        target_weight = torch.where(valid, gathered, torch.zeros_like(gathered))
+    return valid, in_range, safe, target_weight
+
+
 def _class_terms(
     logp: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int
 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
@@ -175,14 +191,9 @@ def _class_terms(
     target = target.long()
     if weight is not None:
         weight = weight.to(logp.dtype)  # as torch.nn, which requires them to agree
-    valid = target != ignore_index
-    in_range = (target >= 0) & (target < num_classes)
-    safe = torch.where(in_range, target, torch.zeros_like(target))
+    valid, in_range, safe, target_weight = counted_targets(target, weight, ignore_index, num_classes)
     nll = -logp.gather(class_dim, safe.unsqueeze(class_dim)).squeeze(class_dim)
-    target_weight: Optional[Tensor] = None
-    if weight is not None:
-        gathered = weight[safe]
-        target_weight = torch.where(valid, gathered, torch.zeros_like(gathered))
+    if target_weight is not None:
         nll = nll * target_weight
     nll = torch.where(in_range | ~valid, nll, torch.full_like(nll, float("nan")))
     return nll, valid, target_weight
