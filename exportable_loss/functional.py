@@ -22,46 +22,44 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from exportable_loss import _checks, _ops  # noqa: F401  (_ops registers torch.ops.exportable_loss)
-from exportable_loss import triton_kernels as tk
+from exportable_loss._detection import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss  # noqa: F401
+from exportable_loss._dispatch import primitive_path, use_triton
+from exportable_loss._distillation import distillation_loss, jsd_loss  # noqa: F401
+from exportable_loss._linear_ce import linear_cross_entropy  # noqa: F401
+from exportable_loss._probabilistic import (  # noqa: F401
+    cosine_embedding_loss,
+    gaussian_nll_loss,
+    margin_ranking_loss,
+    poisson_nll_loss,
+    triplet_margin_loss,
+)
 from exportable_loss._reduction import KL_REDUCTIONS, REDUCTIONS, reduce_loss
+from exportable_loss._segmentation import dice_loss, tversky_loss  # noqa: F401
 
 __all__ = [
     "binary_cross_entropy_with_logits",
+    "complete_box_iou_loss",
+    "cosine_embedding_loss",
     "cross_entropy",
+    "dice_loss",
+    "distance_box_iou_loss",
+    "distillation_loss",
+    "gaussian_nll_loss",
+    "generalized_box_iou_loss",
     "huber_loss",
+    "jsd_loss",
     "kl_div",
     "l1_loss",
+    "linear_cross_entropy",
+    "margin_ranking_loss",
     "mse_loss",
     "nll_loss",
+    "poisson_nll_loss",
     "sigmoid_focal_loss",
     "smooth_l1_loss",
+    "triplet_margin_loss",
+    "tversky_loss",
 ]
-
-
-def _primitive_path() -> bool:
-    """True where the loss must be built from primitive operators: TorchScript and ONNX export."""
-    if torch.jit.is_scripting():
-        return True
-    else:
-        return torch.onnx.is_in_onnx_export()
-
-
-def _use_triton(backend: str, input: Tensor) -> bool:
-    """Whether this call runs the fused op (Triton kernels, or their reference off-GPU).
-
-    Never while an ONNX exporter traces (standard operators only), never for float64 (the
-    kernels accumulate in float32); ``"auto"`` only where Triton runs on the tensor's GPU.
-    """
-    if backend == "torch" or input.dtype == torch.float64:
-        return False
-    if torch.jit.is_scripting():
-        return backend == "triton" or input.is_cuda
-    else:
-        if torch.onnx.is_in_onnx_export():
-            return False
-        if backend == "auto":
-            return input.is_cuda and tk.can_run(input)
-        return True
 
 
 def _fused_pointwise(
@@ -268,7 +266,7 @@ def cross_entropy(
         input, target = _class_prologue(
             input, target, weight, ignore_index, reduction, sample_weight, normalizer, validate
         )
-    if _use_triton(backend, input):
+    if use_triton(backend, input):
         return _fused_cross_entropy(
             input,
             target,
@@ -381,11 +379,11 @@ def binary_cross_entropy_with_logits(
         input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)
         _checks.check_device("weight", weight, input)
         _checks.check_device("pos_weight", pos_weight, input)
-    if _use_triton(backend, input):
+    if use_triton(backend, input):
         return _fused_pointwise(
             "bce_logits", input, target, reduction, sample_weight, normalizer, weight=weight, pos_weight=pos_weight
         )
-    if _primitive_path():
+    if primitive_path():
         softplus = _softplus_neg(input)
         if pos_weight is not None:
             softplus = (1.0 + (pos_weight - 1.0) * target) * softplus
@@ -416,9 +414,9 @@ def mse_loss(
     """
     if not torch.jit.is_scripting():
         input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)
-    if _use_triton(backend, input):
+    if use_triton(backend, input):
         return _fused_pointwise("mse", input, target, reduction, sample_weight, normalizer)
-    if _primitive_path():
+    if primitive_path():
         diff = input - target
         loss = diff * diff
     elif _plain_reduction(input, reduction, sample_weight, normalizer):
@@ -444,9 +442,9 @@ def l1_loss(
     """
     if not torch.jit.is_scripting():
         input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)
-    if _use_triton(backend, input):
+    if use_triton(backend, input):
         return _fused_pointwise("l1", input, target, reduction, sample_weight, normalizer)
-    if _primitive_path():
+    if primitive_path():
         loss = torch.abs(input - target)
     elif _plain_reduction(input, reduction, sample_weight, normalizer):
         return F.l1_loss(input, target, reduction=reduction)
@@ -476,9 +474,9 @@ def smooth_l1_loss(
         if beta < 0:
             raise ValueError(f"beta must be non-negative; got {beta}")
         input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)
-    if _use_triton(backend, input):
+    if use_triton(backend, input):
         return _fused_pointwise("smooth_l1", input, target, reduction, sample_weight, normalizer, beta)
-    if _primitive_path():
+    if primitive_path():
         diff = torch.abs(input - target)
         if beta == 0.0:
             loss = diff
@@ -512,9 +510,9 @@ def huber_loss(
         if delta <= 0:
             raise ValueError(f"delta must be positive; got {delta}")
         input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)
-    if _use_triton(backend, input):
+    if use_triton(backend, input):
         return _fused_pointwise("huber", input, target, reduction, sample_weight, normalizer, delta)
-    if _primitive_path():
+    if primitive_path():
         diff = torch.abs(input - target)
         loss = torch.where(diff < delta, 0.5 * diff * diff, delta * (diff - 0.5 * delta))
     elif _plain_reduction(input, reduction, sample_weight, normalizer):
@@ -546,13 +544,13 @@ def kl_div(
     """
     if not torch.jit.is_scripting():
         input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, KL_REDUCTIONS)
-    if _use_triton(backend, input):
+    if use_triton(backend, input):
         return _fused_pointwise(
             "kl_log_target" if log_target else "kl", input, target, reduction, sample_weight, normalizer
         )
     if log_target:
         loss = torch.exp(target) * (target - input)
-    elif _primitive_path():
+    elif primitive_path():
         entropy = torch.where(target == 0, torch.zeros_like(target), target * torch.log(target))
         loss = entropy - target * input
     else:
@@ -582,10 +580,10 @@ def sigmoid_focal_loss(
     """
     if not torch.jit.is_scripting():
         input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)
-    if _use_triton(backend, input):
+    if use_triton(backend, input):
         return _fused_pointwise("focal", input, target, reduction, sample_weight, normalizer, alpha, gamma)
     p = torch.sigmoid(input)
-    if _primitive_path():
+    if primitive_path():
         ce = (1.0 - target) * input + _softplus_neg(input)
     else:
         ce = F.binary_cross_entropy_with_logits(input, target, reduction="none")

@@ -1,68 +1,48 @@
 """Loss modules: constructor arguments as constants and buffers, one call into functional."""
 
-import warnings
 from typing import Optional
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from exportable_loss import functional as LF
-from exportable_loss._checks import check_choice
-from exportable_loss._reduction import KL_REDUCTIONS, REDUCTIONS
-
-BACKENDS = ("torch", "triton", "auto")
+from exportable_loss._base import _Loss
+from exportable_loss._detection import CIoULoss, DIoULoss, GIoULoss  # noqa: F401
+from exportable_loss._distillation import DistillationLoss, JSDLoss  # noqa: F401
+from exportable_loss._linear_ce import FusedLinearCrossEntropyLoss  # noqa: F401
+from exportable_loss._probabilistic import (  # noqa: F401
+    CosineEmbeddingLoss,
+    GaussianNLLLoss,
+    MarginRankingLoss,
+    PoissonNLLLoss,
+    TripletMarginLoss,
+)
+from exportable_loss._reduction import KL_REDUCTIONS
+from exportable_loss._segmentation import DiceLoss, TverskyLoss  # noqa: F401
 
 __all__ = [
     "BCEWithLogitsLoss",
+    "CIoULoss",
+    "CosineEmbeddingLoss",
     "CrossEntropyLoss",
+    "DIoULoss",
+    "DiceLoss",
+    "DistillationLoss",
     "FocalLoss",
+    "FusedLinearCrossEntropyLoss",
+    "GIoULoss",
+    "GaussianNLLLoss",
     "HuberLoss",
+    "JSDLoss",
     "KLDivLoss",
     "L1Loss",
     "MSELoss",
+    "MarginRankingLoss",
     "NLLLoss",
+    "PoissonNLLLoss",
     "SmoothL1Loss",
+    "TripletMarginLoss",
+    "TverskyLoss",
 ]
-
-
-def _legacy_reduction(size_average: Optional[bool], reduce: Optional[bool]) -> str:
-    # torch.nn's deprecated size_average/reduce pair, mapped as torch.nn maps it.
-    warnings.warn(
-        "size_average and reduce are deprecated, please use reduction='mean'|'sum'|'none'",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    size_average = True if size_average is None else size_average
-    reduce = True if reduce is None else reduce
-    if not reduce:
-        return "none"
-    return "mean" if size_average else "sum"
-
-
-class _Loss(nn.Module):
-    """Base of every loss: validates and stores ``reduction`` and ``backend`` as constants."""
-
-    # Constants: TorchScript inlines them and torch.compile never recompiles on them.
-    __constants__ = ["reduction", "backend"]
-
-    def __init__(
-        self,
-        reduction: str = "mean",
-        backend: str = "torch",
-        size_average: Optional[bool] = None,
-        reduce: Optional[bool] = None,
-        choices: tuple = REDUCTIONS,
-    ) -> None:
-        super().__init__()
-        if size_average is not None or reduce is not None:
-            reduction = _legacy_reduction(size_average, reduce)
-        check_choice("reduction", reduction, choices)
-        check_choice("backend", backend, BACKENDS)
-        self.reduction = reduction
-        self.backend = backend
-
-    def extra_repr(self) -> str:
-        options = [f"{name}={getattr(self, name)!r}" for name in self.__constants__]
-        return ", ".join(options)
 
 
 class CrossEntropyLoss(_Loss):

@@ -19,13 +19,16 @@ C = 5
 @dataclasses.dataclass(frozen=True)
 class Case:
     name: str
-    make: Callable[..., nn.Module]  # (reduction) -> our module
-    inputs: Callable[[int, torch.Generator], Tuple[Tensor, Tensor]]
-    # float64 element-wise reference: (input, target) -> (l, valid mask or None, position weight or None)
-    elementwise: Callable[[Tensor, Tensor], Tuple[Tensor, Optional[Tensor], Optional[Tensor]]]
+    make: Callable[..., nn.Module]  # (reduction, **kw) -> our module
+    # (n, generator) -> the data tensors forward takes before sample_weight, batch along dim 0
+    inputs: Callable[[int, torch.Generator], Tuple[Tensor, ...]]
+    # float64 element-wise reference: (*data) -> (l, valid mask or None, position weight or None)
+    elementwise: Callable[..., Tuple[Tensor, Optional[Tensor], Optional[Tensor]]]
     # torch.nn twin for none/mean/sum, None where torch.nn has no such loss
     twin: Optional[Callable[..., nn.Module]] = None
     reductions: Tuple[str, ...] = BASE
+    # which data tensors require grad (the first always); gradients are compared for all
+    grad_args: Tuple[int, ...] = (0,)
 
     def __str__(self) -> str:
         return self.name
@@ -215,18 +218,19 @@ CASES: Dict[str, Case] = {
 
 
 def make_inputs(case: Case, n: int, seed: int = 0, weighting: str = "plain"):
-    """(input, target[, sample_weight[, normalizer]]) for batch size n; input requires grad."""
+    """(*data[, sample_weight[, normalizer]]) for batch size n; ``case.grad_args`` require grad."""
     g = torch.Generator().manual_seed(seed * 1000 + n)
-    x, t = case.inputs(n, g)
-    x.requires_grad_(True)
+    data = tuple(case.inputs(n, g))
+    for i in case.grad_args:
+        data[i].requires_grad_(True)
     if weighting == "plain":
-        return (x, t)
+        return data
     s = torch.rand(n, generator=g) * 2
     if n > 1:
         s[1] = 0.0  # a zero-weight sample counts for nothing
     if weighting == "sample_weight":
-        return (x, t, s)
-    return (x, t, s, torch.tensor(7.5))
+        return (*data, s)
+    return (*data, s, torch.tensor(7.5))
 
 
 def spec_reduce(
@@ -258,6 +262,24 @@ def spec_reduce(
     else:
         d = sum(s[i] * pw[i].sum() for i in range(n))
     return torch.zeros((), dtype=torch.float64) if d == 0 else total / d
+
+
+# The newer loss families keep their cases in files of their own.
+from cases_detection import CASES as _DETECTION  # noqa: E402
+from cases_distillation import CASES as _DISTILLATION  # noqa: E402
+from cases_linear_ce import CASES as _LINEAR_CE  # noqa: E402
+from cases_probabilistic import CASES as _PROBABILISTIC  # noqa: E402
+from cases_segmentation import CASES as _SEGMENTATION  # noqa: E402
+
+for _case in _DETECTION + _DISTILLATION + _LINEAR_CE + _PROBABILISTIC + _SEGMENTATION:
+    if _case.name in CASES:
+        raise ValueError(f"duplicate case name {_case.name!r}")
+    CASES[_case.name] = _case
+
+
+def arity(case: Case) -> int:
+    """How many data tensors the case's forward takes before sample_weight."""
+    return len(case.inputs(2, torch.Generator().manual_seed(0)))
 
 
 WEIGHTINGS = ("plain", "sample_weight", "normalizer")

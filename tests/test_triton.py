@@ -183,7 +183,7 @@ def test_gradient_to_target_or_sample_weight_is_a_clear_error():
 
 
 def test_auto_backend_picks_triton_only_on_a_gpu():
-    from exportable_loss.functional import _use_triton
+    from exportable_loss._dispatch import use_triton as _use_triton
 
     x = torch.zeros(2, 3)
     assert _use_triton("auto", x) is False

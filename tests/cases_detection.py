@@ -1,0 +1,7 @@
+"""Test cases for GIoU / DIoU / CIoU box losses: picked up by every generic test through ``cases.CASES``."""
+
+from typing import List
+
+from cases import Case
+
+CASES: List[Case] = []
