@@ -264,6 +264,9 @@ def spec_reduce(
     return torch.zeros((), dtype=torch.float64) if d == 0 else total / d
 
 
+# The cases whose loss has Triton kernels (NLL stays on the torch path).
+FUSED = tuple(name for name in CASES if name != "nll")
+
 # The newer loss families keep their cases in files of their own.
 from cases_detection import CASES as _DETECTION  # noqa: E402
 from cases_distillation import CASES as _DISTILLATION  # noqa: E402
@@ -277,18 +280,18 @@ for _case in _DETECTION + _DISTILLATION + _LINEAR_CE + _PROBABILISTIC + _SEGMENT
     CASES[_case.name] = _case
 
 
-def arity(case: Case) -> int:
-    """How many data tensors the case's forward takes before sample_weight."""
-    return len(case.inputs(2, torch.Generator().manual_seed(0)))
+def cast(tensors, dtype: torch.dtype):
+    """The floating-point tensors converted to dtype (requires_grad kept), the others as they are."""
+    return tuple(t.detach().to(dtype).requires_grad_(t.requires_grad) if t.is_floating_point() else t for t in tensors)
 
 
 WEIGHTINGS = ("plain", "sample_weight", "normalizer")
 
 
-def combos():
+def combos(names=None):
     """Every (case, reduction, weighting) SPEC defines; normalizer only with mean/batchmean."""
     out = []
-    for case in CASES.values():
+    for case in CASES.values() if names is None else [CASES[n] for n in names]:
         for reduction in case.reductions:
             for weighting in WEIGHTINGS:
                 if weighting == "normalizer" and reduction not in ("mean", "batchmean"):

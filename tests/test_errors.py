@@ -41,36 +41,36 @@ def test_other_options():
 
 
 def _meta(case, n=6):
-    x, t = make_inputs(case, n)
-    return x.detach().to("meta"), t.to("meta")
+    return tuple(a.detach().to("meta") for a in make_inputs(case, n))
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_checks_read_no_data(name):
     """Every check and the whole loss run on meta tensors: nothing reads a value."""
     case = CASES[name]
-    x, t = _meta(case)
+    data = _meta(case)
     s = torch.ones(6, device="meta")
     for reduction in case.reductions:
-        assert case.make(reduction).to("meta")(x, t, s).device.type == "meta"
+        assert case.make(reduction).to("meta")(*data, s).device.type == "meta"
     with pytest.raises(ValueError, match=r"sample_weight must have shape \(6,\).*got \(5,\)"):
-        case.make("mean").to("meta")(x, t, torch.ones(5, device="meta"))
+        case.make("mean").to("meta")(*data, torch.ones(5, device="meta"))
     with pytest.raises(ValueError, match=r"sample_weight must have shape \(6,\).*got \(6, 1\)"):
-        case.make("mean").to("meta")(x, t, torch.ones(6, 1, device="meta"))
+        case.make("mean").to("meta")(*data, torch.ones(6, 1, device="meta"))
     with pytest.raises(
         ValueError, match="normalizer is used only by reduction='mean' or 'batchmean'; got reduction='sum'"
     ):
-        case.make("sum").to("meta")(x, t, None, torch.tensor(3.0, device="meta"))
+        case.make("sum").to("meta")(*data, None, torch.tensor(3.0, device="meta"))
     with pytest.raises(ValueError, match=r"normalizer must be a 0-dim tensor; got \(1,\)"):
-        case.make("mean").to("meta")(x, t, None, torch.ones(1, device="meta"))
-    with pytest.raises(ValueError, match="target"):
-        case.make("mean").to("meta")(x, t[:-1])
+        case.make("mean").to("meta")(*data, None, torch.ones(1, device="meta"))
+    # a data tensor one sample short: its name and both shapes in the message
+    with pytest.raises(ValueError, match=r"shape.*\(5,"):
+        case.make("mean").to("meta")(*data[:-1], data[-1][:-1])
 
 
 @pytest.mark.parametrize("name", ["mse", "l1", "smooth_l1", "huber", "kl", "bce_logits", "focal"])
 def test_mismatched_shapes_raise_instead_of_broadcasting(name):
     case = CASES[name]
-    x, t = _meta(case)
+    x, t = _meta(case)[:2]
     with pytest.raises(
         ValueError, match=r"input and target must have the same shape; got input \(6, .*\) and target \(1, "
     ):

@@ -3,7 +3,7 @@ against a float64 reference written from SPEC."""
 
 import pytest
 import torch
-from cases import CASES, combo_id, combos, make_inputs, spec_reduce
+from cases import CASES, cast, combo_id, combos, make_inputs, spec_reduce
 from torch import nn
 
 import exportable_loss as el
@@ -20,34 +20,36 @@ def _grad(out: torch.Tensor, wrt, seed: int = 1):
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 def test_matches_torch_nn(case, reduction):
-    x, t = make_inputs(case, N)
-    ours = case.make(reduction)(x, t)
+    data = make_inputs(case, N)
+    wrt = [a for a in data if a.requires_grad]
+    ours = case.make(reduction)(*data)
     if case.twin is not None:
-        ref = case.twin(reduction)(x, t)
+        ref = case.twin(reduction)(*data)
     else:
-        l, valid, pw = case.elementwise(x, t)
+        l, valid, pw = case.elementwise(*data)
         ref = spec_reduce(l, reduction, valid=valid, position_weight=pw).float()
-    assert ours.dtype == x.dtype and ours.shape == ref.shape
+    assert ours.dtype == data[0].dtype and ours.shape == ref.shape
     torch.testing.assert_close(ours, ref, rtol=RTOL, atol=ATOL)
-    torch.testing.assert_close(_grad(ours, x)[0], _grad(ref, x)[0], rtol=RTOL, atol=ATOL)
+    for got, want in zip(_grad(ours, wrt), _grad(ref, wrt)):
+        torch.testing.assert_close(got, want, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize("combo", combos(), ids=combo_id)
 def test_spec_reductions(combo):
     case, reduction, weighting = combo
+    data = make_inputs(case, N)
     args = make_inputs(case, N, weighting=weighting)
-    x, t = args[:2]
-    s = args[2].requires_grad_(True) if len(args) > 2 else None
-    normalizer = args[3] if len(args) > 3 else None
+    s = args[len(data)].requires_grad_(True) if len(args) > len(data) else None
+    normalizer = args[len(data) + 1] if len(args) > len(data) + 1 else None
     ours = case.make(reduction)(*args)
 
-    x64 = x.detach().double().requires_grad_(True)
+    data64 = cast(args[: len(data)], torch.float64)
     s64 = s.detach().double().requires_grad_(True) if s is not None else None
-    l, valid, pw = case.elementwise(x64, t)
+    l, valid, pw = case.elementwise(*data64)
     ref = spec_reduce(l, reduction, s64, normalizer, valid, pw)
     torch.testing.assert_close(ours, ref.float(), rtol=RTOL, atol=ATOL)
-    wrt = [x] + ([s] if s is not None else [])
-    wrt64 = [x64] + ([s64] if s64 is not None else [])
+    wrt = [a for a in args[: len(data)] if a.requires_grad] + ([s] if s is not None else [])
+    wrt64 = [a for a in data64 if a.requires_grad] + ([s64] if s64 is not None else [])
     for got, want in zip(_grad(ours, wrt), _grad(ref, wrt64)):
         torch.testing.assert_close(got, want.float(), rtol=RTOL, atol=ATOL)
 
@@ -62,23 +64,27 @@ def test_per_sample_equals_none_without_extra_dims():
 def test_micro_batches_with_shared_normalizer_give_full_batch(case):
     if "mean" not in case.reductions:
         pytest.skip()
-    x, t, s = make_inputs(case, 10, weighting="sample_weight")
-    full = case.make("mean")(x, t, s)
+    *data, s = make_inputs(case, 10, weighting="sample_weight")
+    x = data[0]
+    full = case.make("mean")(*data, s)
     (gx_full,) = torch.autograd.grad(full, x)
     # the denominator of the whole step, from the full batch's "sum" of denominators
-    l, valid, pw = case.elementwise(x.detach(), t)
+    l, valid, pw = case.elementwise(*cast(data, torch.float64))
     per_pos = valid.double() if pw is None and valid is not None else pw
     if per_pos is None:
         per_pos = torch.ones_like(l)
     denominator = (s.double().view(-1, *[1] * (l.dim() - 1)) * per_pos).sum().float()
     loss = torch.zeros(())
     for part in (slice(0, 3), slice(3, 10)):
-        loss = loss + case.make("mean")(x[part], t[part], s[part], denominator)
+        loss = loss + case.make("mean")(*[a[part] for a in data], s[part], denominator)
     (gx_parts,) = torch.autograd.grad(loss, x)
     torch.testing.assert_close(loss, full, rtol=RTOL, atol=ATOL)
     torch.testing.assert_close(gx_parts, gx_full, rtol=RTOL, atol=ATOL)
     # the naive mean of micro-batch means differs, so this test can fail
-    naive = (case.make("mean")(x[:3], t[:3], s[:3]) + case.make("mean")(x[3:], t[3:], s[3:])) / 2
+    first, rest = slice(0, 3), slice(3, 10)
+    naive = (
+        case.make("mean")(*[a[first] for a in data], s[first]) + case.make("mean")(*[a[rest] for a in data], s[rest])
+    ) / 2
     assert not torch.allclose(naive, full, rtol=1e-3)
 
 
@@ -94,18 +100,19 @@ def test_all_ignored_gives_zero_and_zero_gradients(reduction):
 
 
 def test_zero_denominators(case):
-    x, t, s = make_inputs(case, N, weighting="sample_weight")
+    *data, s = make_inputs(case, N, weighting="sample_weight")
     reduction = "batchmean" if "batchmean" in case.reductions else "mean"
-    for args in [(x, t, torch.zeros(N)), (x, t, s, torch.tensor(0.0))]:
+    for args in [(*data, torch.zeros(N)), (*data, s, torch.tensor(0.0))]:
         out = case.make(reduction)(*args)
-        (g,) = torch.autograd.grad(out, x)
+        (g,) = torch.autograd.grad(out, data[0])
         assert out.item() == 0.0 and torch.all(g == 0)
 
 
 def test_empty_batch(case):
-    x, t = make_inputs(case, 0)
+    data = make_inputs(case, 0)
+    x = data[0]
     for reduction in case.reductions:
-        out = case.make(reduction)(x, t)
+        out = case.make(reduction)(*data)
         if reduction in ("none", "per_sample"):
             assert out.shape[0] == 0
         else:
@@ -115,7 +122,8 @@ def test_empty_batch(case):
 
 
 def test_ignored_and_zero_weight_positions_contribute_exactly_zero(case):
-    x, t, s = make_inputs(case, N, weighting="sample_weight")
+    x, *rest, s = make_inputs(case, N, weighting="sample_weight")
+    t = rest[0]
     poisoned = x.detach().clone()
     poisoned[1] = float("nan")  # sample 1 has weight 0
     if case.name.startswith(("ce", "nll")) and not t.is_floating_point():
@@ -124,8 +132,8 @@ def test_ignored_and_zero_weight_positions_contribute_exactly_zero(case):
         t[2] = ignore
         poisoned[2] = float("inf")
     for reduction in case.reductions:
-        clean = case.make(reduction)(x.detach(), t, s)
-        dirty = case.make(reduction)(poisoned, t, s)
+        clean = case.make(reduction)(x.detach(), t, *rest[1:], s)
+        dirty = case.make(reduction)(poisoned, t, *rest[1:], s)
         assert torch.isfinite(dirty).all(), reduction
         torch.testing.assert_close(dirty, clean, rtol=RTOL, atol=ATOL)
 
@@ -153,22 +161,18 @@ def test_half_precision_mean_accumulates_in_float32(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_output_dtype_is_input_dtype(case, dtype):
-    x, t = make_inputs(case, N)
-    x = x.detach().to(dtype)
-    if t.is_floating_point():
-        t = t.to(dtype)
+    data = cast(make_inputs(case, N), dtype)
     for reduction in case.reductions:
-        assert case.make(reduction)(x, t).dtype == dtype
+        assert case.make(reduction)(*data).dtype == dtype
 
 
 def test_autocast_computes_in_float32(case):
-    x, t = make_inputs(case, N)
-    x = x.detach()
+    data = cast(make_inputs(case, N), torch.bfloat16)
     for reduction in ("none", "mean"):
         loss = case.make(reduction)
-        ref = loss(x.bfloat16().float(), t.bfloat16().float() if t.is_floating_point() else t)
+        ref = loss(*cast(data, torch.float32))
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = loss(x.bfloat16(), t.bfloat16() if t.is_floating_point() else t)
+            out = loss(*data)
         assert out.dtype == torch.float32
         torch.testing.assert_close(out, ref, rtol=RTOL, atol=ATOL)
 
@@ -176,19 +180,18 @@ def test_autocast_computes_in_float32(case):
 def test_per_sample_gradients_with_torch_func(case):
     """DP-SGD style: vmap(grad) over samples equals one autograd call per sample."""
     torch.manual_seed(0)
-    x, t = make_inputs(case, N)
-    x = x.detach()
+    x, *rest = (a.detach() for a in make_inputs(case, N))
     features = x[0].numel()
     w = torch.randn(features, features, requires_grad=True)
     loss = case.make("sum")
 
-    def per_example(weight, xi, ti):
+    def per_example(weight, xi, *ri):
         out = (xi.reshape(-1) @ weight).reshape(xi.shape)
-        return loss(out.unsqueeze(0), ti.unsqueeze(0))
+        return loss(out.unsqueeze(0), *(r.unsqueeze(0) for r in ri))
 
-    grads = torch.func.vmap(torch.func.grad(per_example), in_dims=(None, 0, 0))(w, x, t)
+    grads = torch.func.vmap(torch.func.grad(per_example), in_dims=(None, 0, *[0] * len(rest)))(w, x, *rest)
     for i in range(N):
-        (ref,) = torch.autograd.grad(per_example(w, x[i], t[i]), w)
+        (ref,) = torch.autograd.grad(per_example(w, x[i], *(r[i] for r in rest)), w)
         torch.testing.assert_close(grads[i], ref, rtol=RTOL, atol=ATOL)
 
 

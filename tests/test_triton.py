@@ -11,7 +11,7 @@ import os
 
 import pytest
 import torch
-from cases import CASES, combo_id, combos, make_inputs
+from cases import CASES, FUSED, combo_id, combos, make_inputs
 
 import exportable_loss as el
 from exportable_loss import triton_kernels as tk
@@ -19,7 +19,7 @@ from exportable_loss.export import export_onnx, run_onnx
 
 RTOL, ATOL = 1e-5, 1e-6
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-COMBOS = combos()
+COMBOS = combos(FUSED)
 
 
 def _to(args, device=DEVICE):
