@@ -262,3 +262,244 @@ def _no_double_backward(ctx, *grads):
 
 for _op in ("exportable_loss::cross_entropy_rows_backward", "exportable_loss::pointwise_loss_backward"):
     torch.library.register_autograd(_op, _no_double_backward, setup_context=lambda ctx, inputs, output: None)
+
+# ---------------------------------------------------------------- linear layer + cross entropy, chunked
+
+
+def auto_chunk_rows(rows: int, hidden: int, num_classes: int) -> int:
+    """Rows per chunk, a power of two: a chunk's logits about as large as the hidden states
+    (``rows * hidden`` elements), but at least the power of two nearest below 2**22 elements,
+    below which the matmuls get too thin to run fast."""
+    ratio = max(1, -(-num_classes // max(hidden, 1)))
+    by_input = max(1, -(-rows // ratio))
+    by_input = 1 << (by_input - 1).bit_length()
+    by_floor = 1 << (max(1, (1 << 22) // max(num_classes, 1)).bit_length() - 1)
+    return max(by_input, by_floor)
+
+
+def _softcapped(logits: Tensor, softcap: float) -> Tensor:
+    return torch.tanh(logits / softcap).mul_(softcap) if softcap > 0 else logits
+
+
+def _lce_chunk_loss(
+    logits: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Loss, log-sum-exp and target mass of one chunk of (r, C) float32/64 logits: the formula
+    of the cross-entropy kernels, in PyTorch."""
+    num_classes = logits.shape[1]
+    z = _softcapped(logits, softcap)
+    logp = torch.log_softmax(z, 1)
+    lse = z[:, 0] - logp[:, 0]
+    w = weight.to(z.dtype) if weight is not None else None
+    if target.is_floating_point():
+        q = target.to(z.dtype) * (1.0 - label_smoothing) + label_smoothing / num_classes
+        wq = q * w if w is not None else q
+        return -(logp * wq).sum(1) + z_loss * lse * lse, lse, wq.sum(1)
+    counted = target != ignore_index
+    in_range = (target >= 0) & (target < num_classes)
+    safe = torch.where(in_range, target, torch.zeros_like(target))
+    w_t = w[safe] if w is not None else torch.ones_like(lse)
+    mass = w.sum().expand_as(lse) if w is not None else torch.full_like(lse, float(num_classes))
+    nll = -logp.gather(1, safe.unsqueeze(1)).squeeze(1)
+    smooth = -(logp @ w if w is not None else logp.sum(1))
+    loss = (1.0 - label_smoothing) * w_t * nll + label_smoothing / num_classes * smooth + z_loss * lse * lse * w_t
+    loss = torch.where(in_range, loss, torch.full_like(loss, float("nan")))
+    return torch.where(counted, loss, torch.zeros_like(loss)), lse, mass
+
+
+def _lce_chunk_grad(
+    logits: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    lse: Tensor,
+    mass: Tensor,
+    grad_rows: Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float,
+) -> Tensor:
+    """Gradient of ``sum(grad_rows * loss)`` for one chunk of (r, C) float32/64 logits, computed
+    in ``logits``' memory from the saved log-sum-exp and target mass."""
+    num_classes = logits.shape[1]
+    g = grad_rows.to(logits.dtype)
+    dcap: Optional[Tensor] = None
+    if softcap > 0:
+        z = torch.tanh(logits / softcap)
+        dcap = 1.0 - z * z  # d(c * tanh(x / c)) / dx
+        logits = z.mul_(softcap)
+    # d loss / d z_j = p_j * (mass + 2 z_loss lse [w_t]) - (the weight the target puts on class j)
+    p = logits.sub_(lse.unsqueeze(1)).exp_()
+    w = weight.to(p.dtype) if weight is not None else None
+    if target.is_floating_point():
+        q = target.to(p.dtype) * (1.0 - label_smoothing) + label_smoothing / num_classes
+        wq = q.mul_(w) if w is not None else q
+        grad = p.mul_(((mass + 2.0 * z_loss * lse) * g).unsqueeze(1)).sub_(wq.mul_(g.unsqueeze(1)))
+        keep = g != 0
+    else:
+        counted = target != ignore_index
+        in_range = (target >= 0) & (target < num_classes)
+        safe = torch.where(in_range, target, torch.zeros_like(target))
+        w_t = w[safe] if w is not None else torch.ones_like(lse)
+        hard = (1.0 - label_smoothing) * w_t * g
+        total = hard + label_smoothing / num_classes * mass * g + 2.0 * z_loss * lse * w_t * g
+        grad = p.mul_(total.unsqueeze(1))
+        grad.scatter_add_(1, safe.unsqueeze(1), -hard.unsqueeze(1))
+        if label_smoothing > 0:
+            uniform = w.unsqueeze(0) if w is not None else torch.ones_like(grad[:1])
+            grad.sub_(uniform * (label_smoothing / num_classes) * g.unsqueeze(1))
+        keep = counted & (g != 0)
+    if dcap is not None:
+        grad.mul_(dcap)
+    # rows that do not count (ignored, or zero upstream gradient) get exactly 0, even from NaN logits
+    return torch.where(keep.unsqueeze(1), grad, torch.zeros_like(grad))
+
+
+def _lce_chunks(rows: int, hidden: int, num_classes: int, chunk_size: int):
+    step = chunk_size if chunk_size > 0 else auto_chunk_rows(rows, hidden, num_classes)
+    return [(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+def _lce_triton(logits: Tensor) -> bool:
+    return logits.dtype != torch.float64 and tk.can_run(logits)
+
+
+@torch.library.custom_op("exportable_loss::linear_cross_entropy_rows", mutates_args=())
+def linear_cross_entropy_rows(
+    input: Tensor,
+    linear_weight: Tensor,
+    linear_bias: Optional[Tensor],
+    target: Tensor,
+    weight: Optional[Tensor],
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float,
+    chunk_size: int,
+    use_triton: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Per-row cross entropy of ``input @ linear_weight.T + linear_bias`` for (M, H) ``input``,
+    computed ``chunk_size`` rows at a time (0: automatic) so the (M, C) logits never exist.
+
+    ``target`` is (M,) int64 class indices or (M, C) probabilities. Returns (M,) loss, log-sum-exp
+    and target mass in float32 (float64 for float64 input).
+    """
+    rows, num_classes = input.shape[0], linear_weight.shape[0]
+    acc = torch.float64 if input.dtype == torch.float64 else torch.float32
+    loss = input.new_empty((rows,), dtype=acc)
+    lse, mass = torch.empty_like(loss), torch.empty_like(loss)
+    for start, end in _lce_chunks(rows, input.shape[1], num_classes, chunk_size):
+        logits = F.linear(input[start:end], linear_weight, linear_bias)
+        if use_triton and _lce_triton(logits):
+            part = tk.kernels("cross_entropy").cross_entropy_forward(
+                logits.unsqueeze(2), target[start:end].unsqueeze(-1), weight,
+                ignore_index, label_smoothing, z_loss, softcap,
+            )  # fmt: skip
+        else:
+            part = _lce_chunk_loss(
+                logits.to(acc), target[start:end], weight, ignore_index, label_smoothing, z_loss, softcap
+            )
+        loss[start:end], lse[start:end], mass[start:end] = part
+    return loss, lse, mass
+
+
+@linear_cross_entropy_rows.register_fake
+def _(input, linear_weight, linear_bias, target, weight, ignore_index, label_smoothing, z_loss, softcap, chunk, tri):
+    acc = torch.float64 if input.dtype == torch.float64 else torch.float32
+    loss = input.new_empty((input.shape[0],), dtype=acc)
+    return loss, torch.empty_like(loss), torch.empty_like(loss)
+
+
+@torch.library.custom_op("exportable_loss::linear_cross_entropy_rows_backward", mutates_args=())
+def linear_cross_entropy_rows_backward(
+    grad_loss: Tensor,
+    input: Tensor,
+    linear_weight: Tensor,
+    linear_bias: Optional[Tensor],
+    target: Tensor,
+    weight: Optional[Tensor],
+    lse: Tensor,
+    mass: Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float,
+    chunk_size: int,
+    use_triton: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Gradients of ``sum(grad_loss * loss)`` for input, linear_weight and linear_bias (a (C,)
+    zero tensor without bias), recomputing each chunk's logits."""
+    rows, num_classes = input.shape[0], linear_weight.shape[0]
+    acc = torch.float64 if input.dtype == torch.float64 else torch.float32
+    grad_input = torch.empty_like(input)
+    # half-precision weights accumulate their gradient over chunks in float32
+    grad_weight = torch.zeros_like(linear_weight, dtype=torch.promote_types(linear_weight.dtype, acc))
+    grad_bias = torch.zeros(num_classes, dtype=grad_weight.dtype, device=input.device)
+    for start, end in _lce_chunks(rows, input.shape[1], num_classes, chunk_size):
+        x = input[start:end]
+        logits = F.linear(x, linear_weight, linear_bias)
+        g = grad_loss[start:end]
+        if use_triton and _lce_triton(logits):
+            # the gradient overwrites this chunk's logits: no second chunk-sized buffer
+            grad = tk.kernels("cross_entropy").cross_entropy_backward(
+                g, logits.unsqueeze(2), target[start:end].unsqueeze(-1), weight, lse[start:end], mass[start:end],
+                ignore_index, label_smoothing, z_loss, softcap, inplace=True,
+            ).squeeze(2)  # fmt: skip
+        else:
+            grad = _lce_chunk_grad(
+                logits.to(acc), target[start:end], weight, lse[start:end], mass[start:end], g,
+                ignore_index, label_smoothing, z_loss, softcap,
+            ).to(input.dtype)  # fmt: skip
+        torch.mm(grad, linear_weight, out=grad_input[start:end])
+        # rows that do not count must not bring their (possibly NaN) hidden states into the weight's gradient
+        counts = g != 0
+        if not target.is_floating_point():
+            counts = counts & (target[start:end] != ignore_index)
+        x = torch.where(counts.unsqueeze(1), x, torch.zeros_like(x))
+        grad_weight.addmm_(grad.t().to(grad_weight.dtype), x.to(grad_weight.dtype))
+        grad_bias.add_(grad.sum(0, dtype=grad_bias.dtype))
+    return grad_input, grad_weight.to(linear_weight.dtype), grad_bias.to(linear_weight.dtype)
+
+
+@linear_cross_entropy_rows_backward.register_fake
+def _(grad_loss, input, linear_weight, linear_bias, target, weight, lse, mass, *options):
+    bias = linear_weight.new_empty((linear_weight.shape[0],))
+    return torch.empty_like(input), torch.empty_like(linear_weight), bias
+
+
+def _lce_setup(ctx, inputs, output):
+    input, linear_weight, linear_bias, target, weight, *ctx.options = inputs
+    _, lse, mass = output
+    ctx.has_bias = linear_bias is not None
+    ctx.save_for_backward(input, linear_weight, linear_bias, target, weight, lse, mass)
+
+
+def _lce_backward(ctx, grad_loss, grad_lse, grad_mass):
+    input, linear_weight, linear_bias, target, weight, lse, mass = ctx.saved_tensors
+    grad_input, grad_weight, grad_bias = torch.ops.exportable_loss.linear_cross_entropy_rows_backward(
+        grad_loss, input, linear_weight, linear_bias, target, weight, lse, mass, *ctx.options
+    )
+    return grad_input, grad_weight, grad_bias if ctx.has_bias else None, None, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd("exportable_loss::linear_cross_entropy_rows", _lce_backward, setup_context=_lce_setup)
+
+
+def _lce_no_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "FusedLinearCrossEntropyLoss does not support double backward (a gradient of the loss's "
+        "gradient); compute the logits with F.linear and use CrossEntropyLoss for it"
+    )
+
+
+torch.library.register_autograd(
+    "exportable_loss::linear_cross_entropy_rows_backward",
+    _lce_no_double_backward,
+    setup_context=lambda ctx, inputs, output: None,
+)

@@ -11,6 +11,7 @@ Exit status 1 when a verification fails, 2 on a usage error; errors are one line
 
 import argparse
 import importlib
+import json
 import os
 import sys
 import tempfile
@@ -189,6 +190,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_linear_ce(args: argparse.Namespace) -> int:
+    from exportable_loss import bench_linear_ce
+
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    result = bench_linear_ce.run(tuple(args.shape), dtype, repeats=args.repeats, only=args.only)
+    table = bench_linear_ce.markdown(result)
+    print(table)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        stem = os.path.join(args.out, "linear_ce_{}x{}x{}_{}".format(*args.shape, args.dtype))
+        with open(stem + ".json", "w") as f:
+            json.dump(result, f, indent=1)
+        with open(stem + ".md", "w") as f:
+            f.write(table)
+        print(f"wrote {stem}.json, {stem}.md", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exportable-loss", description="Export and verify exportable-loss losses.")
     parser.add_argument("--verbose", action="store_true", help="show tracebacks")
@@ -231,6 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peak-gbps", type=float, help="CUDA: the device's peak memory bandwidth, GB/s")
     p.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser(
+        "bench-linear-ce", help="working memory and time of FusedLinearCrossEntropyLoss against the unfused form"
+    )
+    p.add_argument("--shape", type=int, nargs=3, default=[4096, 1024, 32000], metavar=("TOKENS", "HIDDEN", "VOCAB"))
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--only", nargs="+", help="only the methods whose name contains one of these words")
+    p.add_argument("--out", help="also write JSON and Markdown into this folder")
+    p.add_argument("--verbose", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_bench_linear_ce)
     return parser
 
 

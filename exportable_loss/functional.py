@@ -25,7 +25,6 @@ from exportable_loss import _checks, _ops  # noqa: F401  (_ops registers torch.o
 from exportable_loss._detection import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss  # noqa: F401
 from exportable_loss._dispatch import primitive_path, use_triton
 from exportable_loss._distillation import distillation_loss, jsd_loss  # noqa: F401
-from exportable_loss._linear_ce import linear_cross_entropy  # noqa: F401
 from exportable_loss._probabilistic import (  # noqa: F401
     cosine_embedding_loss,
     gaussian_nll_loss,
@@ -592,3 +591,7 @@ def sigmoid_focal_loss(
     if alpha >= 0:
         loss = (alpha * target + (1.0 - alpha) * (1.0 - target)) * loss
     return reduce_loss(loss, reduction, sample_weight, normalizer)
+
+
+# Last: the fused linear cross entropy builds on cross_entropy and counted_targets above.
+from exportable_loss._linear_ce import linear_cross_entropy  # noqa: E402, F401

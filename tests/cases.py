@@ -29,6 +29,12 @@ class Case:
     reductions: Tuple[str, ...] = BASE
     # which data tensors require grad (the first always); gradients are compared for all
     grad_args: Tuple[int, ...] = (0,)
+    # which data tensors have the batch on dim 0 (None: all); others are parameters (a classifier)
+    batched: Optional[Tuple[int, ...]] = None
+
+    def is_batched(self, i: int) -> bool:
+        """Whether argument i of forward has the batch on dim 0 (sample_weight does)."""
+        return self.batched is None or i in self.batched or i >= arity(self)
 
     def __str__(self) -> str:
         return self.name
@@ -278,6 +284,11 @@ for _case in _DETECTION + _DISTILLATION + _LINEAR_CE + _PROBABILISTIC + _SEGMENT
     if _case.name in CASES:
         raise ValueError(f"duplicate case name {_case.name!r}")
     CASES[_case.name] = _case
+
+
+def arity(case: Case) -> int:
+    """How many data tensors the case's forward takes before sample_weight."""
+    return len(case.inputs(1, torch.Generator().manual_seed(0)))
 
 
 def cast(tensors, dtype: torch.dtype):

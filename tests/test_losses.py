@@ -61,6 +61,10 @@ def test_per_sample_equals_none_without_extra_dims():
     )
 
 
+def _rows(case, data, part):
+    return [a[part] if case.is_batched(i) else a for i, a in enumerate(data)]
+
+
 def test_micro_batches_with_shared_normalizer_give_full_batch(case):
     if "mean" not in case.reductions:
         pytest.skip()
@@ -76,14 +80,14 @@ def test_micro_batches_with_shared_normalizer_give_full_batch(case):
     denominator = (s.double().view(-1, *[1] * (l.dim() - 1)) * per_pos).sum().float()
     loss = torch.zeros(())
     for part in (slice(0, 3), slice(3, 10)):
-        loss = loss + case.make("mean")(*[a[part] for a in data], s[part], denominator)
+        loss = loss + case.make("mean")(*_rows(case, data, part), s[part], denominator)
     (gx_parts,) = torch.autograd.grad(loss, x)
     torch.testing.assert_close(loss, full, rtol=RTOL, atol=ATOL)
     torch.testing.assert_close(gx_parts, gx_full, rtol=RTOL, atol=ATOL)
     # the naive mean of micro-batch means differs, so this test can fail
     first, rest = slice(0, 3), slice(3, 10)
     naive = (
-        case.make("mean")(*[a[first] for a in data], s[first]) + case.make("mean")(*[a[rest] for a in data], s[rest])
+        case.make("mean")(*_rows(case, data, first), s[first]) + case.make("mean")(*_rows(case, data, rest), s[rest])
     ) / 2
     assert not torch.allclose(naive, full, rtol=1e-3)
 
@@ -167,6 +171,8 @@ def test_output_dtype_is_input_dtype(case, dtype):
 
 
 def test_autocast_computes_in_float32(case):
+    if case.name.startswith("linear_ce"):
+        pytest.skip("its matmul runs in the autocast dtype, as F.linear's: tests/test_linear_ce.py")
     data = cast(make_inputs(case, N), torch.bfloat16)
     for reduction in ("none", "mean"):
         loss = case.make(reduction)
@@ -187,11 +193,12 @@ def test_per_sample_gradients_with_torch_func(case):
 
     def per_example(weight, xi, *ri):
         out = (xi.reshape(-1) @ weight).reshape(xi.shape)
-        return loss(out.unsqueeze(0), *(r.unsqueeze(0) for r in ri))
+        return loss(out.unsqueeze(0), *(r.unsqueeze(0) if case.is_batched(i + 1) else r for i, r in enumerate(ri)))
 
-    grads = torch.func.vmap(torch.func.grad(per_example), in_dims=(None, 0, *[0] * len(rest)))(w, x, *rest)
+    dims = [0 if case.is_batched(i + 1) else None for i in range(len(rest))]
+    grads = torch.func.vmap(torch.func.grad(per_example), in_dims=(None, 0, *dims))(w, x, *rest)
     for i in range(N):
-        (ref,) = torch.autograd.grad(per_example(w, x[i], *(r[i] for r in rest)), w)
+        (ref,) = torch.autograd.grad(per_example(w, x[i], *(r if d is None else r[i] for r, d in zip(rest, dims))), w)
         torch.testing.assert_close(grads[i], ref, rtol=RTOL, atol=ATOL)
 
 

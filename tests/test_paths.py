@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from cases import CASES, combo_id, combos, make_inputs
+from cases import CASES, arity, combo_id, combos, make_inputs
 
 from exportable_loss.export import check_onnx_model, export_onnx, run_onnx
 
@@ -25,8 +25,8 @@ def _grads(out, args):
 
 def _inputs(case, n, weighting, sample_weight_grad=True):
     args = make_inputs(case, n, weighting=weighting)
-    if len(args) > 2 and sample_weight_grad:
-        args[2].requires_grad_(True)
+    if len(args) > arity(case) and sample_weight_grad:
+        args[arity(case)].requires_grad_(True)
     return args
 
 
@@ -82,7 +82,8 @@ def test_torch_export_dynamic_batch(combo, tmp_path):
     module = case.make(reduction)
     args = _inputs(case, EXAMPLE_N, weighting)
     batch = torch.export.Dim("batch", min=2)
-    program = torch.export.export(module, args, dynamic_shapes=tuple({0: batch} if a.dim() else None for a in args))
+    dims = tuple({0: batch} if a.dim() and case.is_batched(i) else None for i, a in enumerate(args))
+    program = torch.export.export(module, args, dynamic_shapes=dims)
     path = os.path.join(tmp_path, "loss.pt2")
     torch.export.save(program, path)
     reloaded = torch.export.load(path).module()
@@ -94,7 +95,9 @@ def test_torch_export_dynamic_batch(combo, tmp_path):
 def test_onnx_in_onnxruntime(combo, dynamo, tmp_path):
     case, reduction, weighting = combo
     module = case.make(reduction)
-    path = export_onnx(module, _inputs(case, EXAMPLE_N, weighting), os.path.join(tmp_path, "loss.onnx"), dynamo=dynamo)
+    args = _inputs(case, EXAMPLE_N, weighting)
+    batch_inputs = [a.dim() > 0 and case.is_batched(i) for i, a in enumerate(args)]
+    path = export_onnx(module, args, os.path.join(tmp_path, "loss.onnx"), dynamo=dynamo, batch_inputs=batch_inputs)
     for n in OTHER_NS:
         args = _inputs(case, n, weighting)
         ref = module(*args).detach()

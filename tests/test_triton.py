@@ -273,3 +273,35 @@ def test_onnx_export_has_standard_operators_only(name, dynamo, tmp_path):
     args = make_inputs(case, 9, weighting="sample_weight")
     (out,) = run_onnx(path, args)
     torch.testing.assert_close(out, module(*args).detach(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("probabilities", [False, True], ids=["indices", "probabilities"])
+def test_fused_linear_cross_entropy_matches_torch_backend(probabilities):
+    """The Triton backend of FusedLinearCrossEntropyLoss: each chunk's loss and its gradient
+    (written over the chunk's logits) from the cross-entropy kernels, rows spanning blocks."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 16, generator=g).to(DEVICE).requires_grad_(True)
+    w = (torch.randn(300, 16, generator=g) * 0.5).to(DEVICE).requires_grad_(True)
+    b = torch.randn(300, generator=g).to(DEVICE).requires_grad_(True)
+    if probabilities:
+        t = torch.softmax(torch.randn(4, 300, 3, generator=g), 1).to(DEVICE)
+    else:
+        t = torch.randint(0, 300, (4, 3), generator=g)
+        t[::2, 1] = -100
+        t = t.to(DEVICE)
+    options = dict(weight=torch.rand(300, generator=g).to(DEVICE) + 0.5, label_smoothing=0.1, z_loss=1e-3)
+    before = [a.detach().clone() for a in (x, w, b)]
+    for reduction in ("none", "mean"):
+        for extra in ({}, {"logit_softcap": 4.0}):
+            results = []
+            for backend in ("triton", "torch"):
+                loss = el.FusedLinearCrossEntropyLoss(
+                    reduction=reduction, chunk_size=5, backend=backend, **options, **extra
+                )
+                out = loss.to(DEVICE)(x, w, t, b)
+                grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(DEVICE)
+                results.append((out, *torch.autograd.grad((out * grad_out).sum(), (x, w, b))))
+            for got, want in zip(*results):
+                torch.testing.assert_close(got, want, rtol=RTOL, atol=1e-5)
+    for a, c in zip((x, w, b), before):
+        assert torch.equal(a.detach(), c)
