@@ -14,6 +14,7 @@ MODULES = {
     "exportable_loss.export.step": 4,
     "exportable_loss.export.onnx": 4,
     # the loss families that functional and losses re-export
+    "exportable_loss._detection": 6,
     "exportable_loss._distillation": 14,
     "exportable_loss._linear_ce": 2,
 }

@@ -39,7 +39,12 @@ TWICE_DIFFERENTIABLE = {
 }
 
 
-@pytest.mark.parametrize("name", list(CASES))
+# CIoU holds its trade-off weight alpha constant (torchvision's no_grad): its gradient is not the
+# numerical derivative by design; tests/test_detection.py checks it against torchvision's formula.
+NOT_THE_NUMERICAL_GRADIENT = {"ciou", "ciou_extra_dims_eps"}
+
+
+@pytest.mark.parametrize("name", sorted(set(CASES) - NOT_THE_NUMERICAL_GRADIENT))
 def test_gradcheck_float64_every_reduction(name):
     case = CASES[name]
     data = cast(make_inputs(case, 4), torch.float64)
