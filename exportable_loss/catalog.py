@@ -2,7 +2,7 @@
 compatibility matrix export."""
 
 import dataclasses
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -16,17 +16,27 @@ NUM_CLASSES = 5
 class LossEntry:
     name: str
     cls: Callable[..., nn.Module]
-    inputs: Callable[[int, torch.Generator], Tuple[Tensor, Tensor]]
+    # (batch, generator) -> the tensors forward takes before sample_weight
+    inputs: Callable[[int, torch.Generator], Tuple[Tensor, ...]]
     reductions: Tuple[str, ...] = ("none", "per_sample", "mean", "sum")
     kwargs: Tuple[Tuple[str, object], ...] = ()
+    # positions of the inputs that carry the batch (None: all); the others are parameters
+    batched: Optional[Tuple[int, ...]] = None
+    # backends with kernels of their own; every other backend runs the same PyTorch code
+    backends: Tuple[str, ...] = ("torch", "triton")
 
     def make(self, reduction: str = "mean", backend: str = "torch") -> nn.Module:
         return self.cls(reduction=reduction, backend=backend, **dict(self.kwargs))
 
     def example(self, batch: int, sample_weight: bool = False, seed: int = 0) -> Tuple[Tensor, ...]:
         g = torch.Generator().manual_seed(seed)
-        x, t = self.inputs(batch, g)
-        return (x, t, torch.rand(batch, generator=g)) if sample_weight else (x, t)
+        data = tuple(self.inputs(batch, g))
+        return (*data, torch.rand(batch, generator=g)) if sample_weight else data
+
+    def batch_inputs(self, args: Tuple[Tensor, ...]) -> List[bool]:
+        """Which of ``example()``'s tensors carry the batch dimension."""
+        data = len(self.inputs(2, torch.Generator().manual_seed(0)))
+        return [self.batched is None or i in self.batched or i >= data for i in range(len(args))]
 
 
 def _indices(n: int, g: torch.Generator) -> Tensor:
@@ -37,6 +47,19 @@ def _indices(n: int, g: torch.Generator) -> Tensor:
 
 def _pair(n: int, g: torch.Generator) -> Tuple[Tensor, Tensor]:
     return torch.randn(n, 3, generator=g), torch.randn(n, 3, generator=g)
+
+
+def _log_probs(n: int, g: torch.Generator) -> Tensor:
+    return torch.log_softmax(torch.randn(n, NUM_CLASSES, generator=g), 1)
+
+
+def _boxes(n: int, g: torch.Generator) -> Tensor:
+    corner = torch.rand(n, 2, generator=g) * 4
+    return torch.cat([corner, corner + torch.rand(n, 2, generator=g) * 3 + 0.1], 1)
+
+
+def _signs(n: int, g: torch.Generator) -> Tensor:
+    return torch.randint(0, 2, (n,), generator=g).float() * 2 - 1
 
 
 LOSSES: Dict[str, LossEntry] = {
@@ -76,6 +99,90 @@ LOSSES: Dict[str, LossEntry] = {
             "focal",
             losses.FocalLoss,
             lambda n, g: (torch.randn(n, 3, generator=g), (torch.rand(n, 3, generator=g) > 0.5).float()),
+        ),
+        LossEntry(
+            "linear_cross_entropy",
+            losses.FusedLinearCrossEntropyLoss,
+            lambda n, g: (
+                torch.randn(n, 3, 4, generator=g),
+                torch.randn(NUM_CLASSES, 4, generator=g),
+                _indices(3 * n, g).view(n, 3),
+                torch.randn(NUM_CLASSES, generator=g),
+            ),
+            kwargs=(("label_smoothing", 0.1), ("chunk_size", 4)),
+            batched=(0, 2),
+        ),
+        # the losses below have no kernels of their own: every backend runs their PyTorch code
+        LossEntry(
+            "jsd",
+            losses.JSDLoss,
+            lambda n, g: (_log_probs(n, g), _log_probs(n, g), _indices(n, g)),
+            kwargs=(("beta", 0.3),),
+            backends=("torch",),
+        ),
+        LossEntry(
+            "distillation",
+            losses.DistillationLoss,
+            lambda n, g: (
+                torch.randn(n, NUM_CLASSES, generator=g),
+                torch.randn(n, NUM_CLASSES, generator=g),
+                _indices(n, g),
+            ),
+            kwargs=(("temperature", 2.0), ("alpha", 0.5)),
+            backends=("torch",),
+        ),
+        LossEntry(
+            "dice",
+            losses.DiceLoss,
+            lambda n, g: (torch.randn(n, 3, 4, 4, generator=g), torch.randint(0, 3, (n, 4, 4), generator=g)),
+            backends=("torch",),
+        ),
+        LossEntry(
+            "focal_tversky",
+            losses.TverskyLoss,
+            lambda n, g: (torch.randn(n, 3, 4, 4, generator=g), (torch.rand(n, 3, 4, 4, generator=g) > 0.5).float()),
+            kwargs=(("alpha", 0.3), ("beta", 0.7), ("gamma", 0.75), ("mode", "multilabel")),
+            backends=("torch",),
+        ),
+        LossEntry("giou", losses.GIoULoss, lambda n, g: (_boxes(n, g), _boxes(n, g)), backends=("torch",)),
+        LossEntry("diou", losses.DIoULoss, lambda n, g: (_boxes(n, g), _boxes(n, g)), backends=("torch",)),
+        LossEntry("ciou", losses.CIoULoss, lambda n, g: (_boxes(n, g), _boxes(n, g)), backends=("torch",)),
+        LossEntry(
+            "poisson_nll",
+            losses.PoissonNLLLoss,
+            lambda n, g: (torch.randn(n, 3, generator=g), torch.poisson(torch.full((n, 3), 2.0), generator=g)),
+            kwargs=(("full", True),),
+            backends=("torch",),
+        ),
+        LossEntry(
+            "gaussian_nll",
+            losses.GaussianNLLLoss,
+            lambda n, g: (
+                torch.randn(n, 3, generator=g),
+                torch.randn(n, 3, generator=g),
+                torch.rand(n, 3, generator=g) + 0.1,
+            ),
+            backends=("torch",),
+        ),
+        LossEntry(
+            "margin_ranking",
+            losses.MarginRankingLoss,
+            lambda n, g: (torch.randn(n, generator=g), torch.randn(n, generator=g), _signs(n, g)),
+            kwargs=(("margin", 0.5),),
+            backends=("torch",),
+        ),
+        LossEntry(
+            "triplet_margin",
+            losses.TripletMarginLoss,
+            lambda n, g: tuple(torch.randn(n, 4, generator=g) for _ in range(3)),
+            backends=("torch",),
+        ),
+        LossEntry(
+            "cosine_embedding",
+            losses.CosineEmbeddingLoss,
+            lambda n, g: (torch.randn(n, 4, generator=g), torch.randn(n, 4, generator=g), _signs(n, g)),
+            kwargs=(("margin", 0.2),),
+            backends=("torch",),
         ),
     ]
 }

@@ -25,6 +25,13 @@ from exportable_loss import catalog
 from exportable_loss.export import ExportError, export
 
 PATHS = ("script", "compile", "export", "onnx-dynamo", "onnx-torchscript")
+# the file and export() format of each path but compile
+ARTIFACTS = {
+    "script": ("m.pt", "torchscript"),
+    "export": ("m.pt2", "pt2"),
+    "onnx-dynamo": ("m.onnx", "onnx"),
+    "onnx-torchscript": ("m.onnx", "onnx"),
+}
 BACKENDS = ("torch", "triton")
 
 
@@ -48,12 +55,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
             f"reduction must be one of {', '.join(entry.reductions)} for {entry.name}; got {args.reduction!r}"
         )
     module = entry.make(args.reduction, args.backend)
+    example = entry.example(6, sample_weight=args.sample_weight)
     report = export(
         module,
-        entry.example(6, sample_weight=args.sample_weight),
+        example,
         args.output,
         format=args.format,
         dynamo=args.exporter == "dynamo",
+        batch_inputs=entry.batch_inputs(example),
     )
     print(report.to_json() if args.json else report)
     return 0 if report.passed else 1
@@ -62,16 +71,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _verify_path(entry: catalog.LossEntry, reduction: str, backend: str, path: str, folder: str) -> float:
     """Max abs error of one loss on one path against eager, with sample weights, at batch 9."""
     module = entry.make(reduction, backend)
-    if path.startswith("onnx"):
+    example = entry.example(6, True)
+    batched = entry.batch_inputs(example)
+    if path != "compile":
+        file, format = ARTIFACTS[path]
         report = export(
-            module, entry.example(6, True), os.path.join(folder, "m.onnx"), "onnx", dynamo=path == "onnx-dynamo"
+            module, example, os.path.join(folder, file), format, dynamo=path == "onnx-dynamo", batch_inputs=batched
         )
-        return report.max_abs_error if report.passed else float("inf")
-    if path == "export":
-        report = export(module, entry.example(6, True), os.path.join(folder, "m.pt2"), "pt2")
-        return report.max_abs_error if report.passed else float("inf")
-    if path == "script":
-        report = export(module, entry.example(6, True), os.path.join(folder, "m.pt"), "torchscript")
         return report.max_abs_error if report.passed else float("inf")
     torch._dynamo.reset()
     compiled = torch.compile(module, fullgraph=True, dynamic=True, backend="aot_eager")
@@ -98,6 +104,7 @@ def matrix_rows(
         for r in catalog.get(name).reductions
         if reductions is None or r in reductions
         for b in backends
+        if b in catalog.get(name).backends
         for p in paths
     ]
     rows: List[List[str]] = []

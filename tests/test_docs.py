@@ -17,6 +17,7 @@ MODULES = {
     "exportable_loss._detection": 6,
     "exportable_loss._distillation": 14,
     "exportable_loss._linear_ce": 2,
+    "exportable_loss._probabilistic": 14,
 }
 
 

@@ -2,6 +2,7 @@
 size, and report."""
 
 import dataclasses
+import inspect
 import json
 import os
 import tempfile
@@ -64,16 +65,23 @@ class ExportReport:
         return json.dumps(self.to_dict(), indent=1)
 
 
-def _other_batch(args: Sequence[Tensor], extra: int = 3) -> Tuple[Tensor, ...]:
-    """The example inputs at batch N + extra: rows repeated, 0-dim inputs unchanged."""
+def _other_batch(args: Sequence[Tensor], batched: Sequence[bool], extra: int = 3) -> Tuple[Tensor, ...]:
+    """The example inputs at batch N + extra: rows repeated, unbatched inputs unchanged."""
     out = []
-    for a in args:
-        if a.dim() == 0:
+    for a, b in zip(args, batched):
+        if not b:
             out.append(a)
             continue
         reps = -(-(a.shape[0] + extra) // max(a.shape[0], 1))
         out.append(torch.cat([a] * reps)[: a.shape[0] + extra])
     return tuple(out)
+
+
+def _forward_names(module: nn.Module) -> List[str]:
+    try:
+        return [p for p in inspect.signature(module.forward).parameters if p not in ("args", "kwargs")]
+    except (TypeError, ValueError):
+        return []
 
 
 def _specs(names: Sequence[str], tensors: Sequence[Tensor], batched: Sequence[bool]) -> List[TensorSpec]:
@@ -119,20 +127,23 @@ def export(
     opset: int = DEFAULT_OPSET,
     verify_inputs: Optional[Sequence[Tensor]] = None,
     input_names: Optional[Sequence[str]] = None,
+    batch_inputs: Optional[Sequence[bool]] = None,
 ) -> ExportReport:
     """Export ``module(*example_inputs)`` with a dynamic batch dimension, reload it, and verify
     it against eager PyTorch on inputs of another batch size.
 
     Args:
         module: the module to export (a loss, or a model with its loss).
-        example_inputs: tensors; every input with a dimension shares the batch dimension 0.
+        example_inputs: tensors; the batched ones share the batch dimension 0.
         path: the file to write (written atomically: on an error no partial file is left).
         format: ``"onnx"`` (run in onnxruntime), ``"torchscript"`` (``torch.jit.script``,
             saved and reloaded) or ``"pt2"`` (``torch.export``, saved and reloaded).
         dynamo: for ONNX, the ``dynamo=True`` exporter (default) or the TorchScript one.
         opset: ONNX opset.
         verify_inputs: inputs to verify on; default the examples at batch size N + 3.
-        input_names: graph input names (ONNX); default ``input, target, sample_weight, normalizer``.
+        input_names: graph input names (ONNX); default the names of ``module.forward``'s parameters.
+        batch_inputs: which inputs have the batch dimension; default every input with a
+            dimension (pass False for a parameter such as a classifier matrix).
 
     Returns:
         An :class:`ExportReport`; ``passed`` is False when the reloaded artifact disagrees with
@@ -154,8 +165,10 @@ def export(
     if not args or not all(isinstance(a, Tensor) for a in args):
         raise ExportError("example_inputs must be a non-empty sequence of tensors")
     folder = _check_destination(path)
-    batched = [a.dim() > 0 for a in args]
-    sizes = {a.shape[0] for a in args if a.dim() > 0}
+    batched = list(batch_inputs) if batch_inputs is not None else [a.dim() > 0 for a in args]
+    if len(batched) != len(args) or any(b and a.dim() == 0 for a, b in zip(args, batched)):
+        raise ExportError("batch_inputs must give one flag per example input, False for 0-dim inputs")
+    sizes = {a.shape[0] for a, b in zip(args, batched) if b}
     if len(sizes) > 1:
         raise ExportError(f"every batched example input must share dim 0; got sizes {sorted(sizes)}")
     try:
@@ -164,12 +177,8 @@ def export(
         raise ExportError(f"the module rejects the example inputs: {e}") from e
     if sizes and min(sizes) < 2:
         raise ExportError("the example batch must have at least 2 samples (a batch of 1 is specialised by the tracers)")
-    verify = tuple(verify_inputs) if verify_inputs is not None else _other_batch(args)
-    names = (
-        list(input_names)
-        if input_names is not None
-        else ["input", "target", "sample_weight", "normalizer"][: len(args)]
-    )
+    verify = tuple(verify_inputs) if verify_inputs is not None else _other_batch(args, batched)
+    names = list(input_names) if input_names is not None else _forward_names(module)[: len(args)]
     if len(names) < len(args):
         names += [f"input_{i}" for i in range(len(names), len(args))]
 
