@@ -18,6 +18,7 @@ MODULES = {
     "exportable_loss._distillation": 14,
     "exportable_loss._linear_ce": 2,
     "exportable_loss._probabilistic": 14,
+    "exportable_loss._segmentation": 9,
 }
 
 
