@@ -144,7 +144,9 @@ def jsd_loss(
             dtype); only ``ignore_index`` is read from it.
         beta: in ``[0, 1]``, the teacher's weight in the mixture.
         ignore_index: label value whose positions do not count.
-        reduction, sample_weight, normalizer: see :mod:`exportable_loss.functional`.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"`` (see the reductions page).
+        sample_weight: optional ``(N,)`` weights, one per sample.
+        normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
 
     Returns:
         The loss in ``input``'s dtype: ``"none"`` has the position shape (``input``'s without
@@ -207,7 +209,9 @@ def distillation_loss(
         temperature: ``T > 0``, divides both logits in the soft term.
         alpha: in ``[0, 1]``, the weight of the soft term.
         ignore_index: label value whose positions do not count.
-        reduction, sample_weight, normalizer: see :mod:`exportable_loss.functional`.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"`` (see the reductions page).
+        sample_weight: optional ``(N,)`` weights, one per sample.
+        normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
 
     Returns:
         The loss in ``input``'s dtype: ``"none"`` has the position shape, ``"per_sample"`` is

@@ -105,7 +105,14 @@ def linear_cross_entropy(
             of the logits' shape with the class dimension at position 1 (as
             :func:`cross_entropy` takes them).
         linear_bias: optional ``(C,)`` bias.
-        weight, ignore_index, label_smoothing, z_loss, logit_softcap: as :func:`cross_entropy`.
+        weight: optional ``(C,)`` class weights, as :func:`cross_entropy`'s.
+        ignore_index: as :func:`cross_entropy`'s.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``.
+        label_smoothing: as :func:`cross_entropy`'s.
+        sample_weight: optional ``(N,)`` weights, one per sample.
+        normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
+        z_loss: as :func:`cross_entropy`'s.
+        logit_softcap: as :func:`cross_entropy`'s.
         chunk_size: rows of hidden states per chunk; ``None`` picks a power of two that keeps a
             chunk's logits about the size of ``input``.
         backend: ``"torch"``, ``"triton"`` or ``"auto"``.

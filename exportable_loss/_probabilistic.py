@@ -86,7 +86,9 @@ def poisson_nll_loss(
         log_input: whether ``input`` holds log-rates.
         full: add the Stirling term.
         eps: added to ``input`` before the log when ``log_input=False``.
-        reduction, sample_weight, normalizer: see :mod:`exportable_loss.functional`.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"`` (see the reductions page).
+        sample_weight: optional ``(N,)`` weights, one per sample.
+        normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
 
     Returns:
         The loss in ``input``'s dtype: ``"none"`` has ``input``'s shape, ``"per_sample"`` is
@@ -170,7 +172,9 @@ def gaussian_nll_loss(
             skipped under ``torch.compile``, ``torch.export``, tracing, scripting, ONNX export
             and ``torch.func`` transforms (graphs stay free of syncs), and for meta tensors;
             there a negative variance is clamped to ``eps`` like any other below it.
-        reduction, sample_weight, normalizer: see :mod:`exportable_loss.functional`.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"`` (see the reductions page).
+        sample_weight: optional ``(N,)`` weights, one per sample.
+        normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
 
     Returns:
         The loss in ``input``'s dtype: ``"none"`` has ``input``'s shape, ``"per_sample"`` is
@@ -227,7 +231,9 @@ def margin_ranking_loss(
         input2: scores of ``input1``'s shape.
         target: ``1`` or ``-1`` of ``input1``'s shape (floating or integer dtype).
         margin: the margin.
-        reduction, sample_weight, normalizer: see :mod:`exportable_loss.functional`.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"`` (see the reductions page).
+        sample_weight: optional ``(N,)`` weights, one per sample.
+        normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
 
     Returns:
         The loss in ``input1``'s dtype: ``"none"`` has ``input1``'s shape, ``"per_sample"`` is
@@ -332,7 +338,9 @@ def cosine_embedding_loss(
         input2: ``input1``'s shape.
         target: ``(N,)`` (``()`` for unbatched inputs) of ``1`` or ``-1``, any real dtype.
         margin: the margin of the ``-1`` pairs.
-        reduction, sample_weight, normalizer: see :mod:`exportable_loss.functional`.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"`` (see the reductions page).
+        sample_weight: optional ``(N,)`` weights, one per sample.
+        normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
 
     Returns:
         The loss in ``input1``'s dtype: ``"none"`` and ``"per_sample"`` are ``(N,)`` (``"none"``

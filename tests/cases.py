@@ -272,6 +272,9 @@ def spec_reduce(
 
 # The cases whose loss has Triton kernels (NLL stays on the torch path).
 FUSED = tuple(name for name in CASES if name != "nll")
+# Cases that take every (reduction, weighting) pair through the slow paths (compile, export,
+# ONNX); the others take one weighting per reduction (see path_combos).
+REPRESENTATIVE = ("ce_weight_ls_spatial", "bce_logits", "kl")
 
 # The newer loss families keep their cases in files of their own.
 from cases_detection import CASES as _DETECTION  # noqa: E402
@@ -309,6 +312,27 @@ def combos(names=None):
                     continue
                 out.append((case, reduction, weighting))
     return out
+
+
+# The weighting each reduction takes through the slow paths in the other cases: the weighting
+# itself, and "sum", are the shared reduction routine's (every pair runs in the representative
+# cases), while the loss-specific parts are each loss's element-wise term ("none"), its counted
+# positions ("per_sample") and its "mean" denominator.
+PATH_WEIGHTING = {
+    "none": "sample_weight",
+    "per_sample": "plain",
+    "mean": "sample_weight",
+    "batchmean": "normalizer",
+}
+
+
+def path_combos():
+    """The (case, reduction, weighting) triples that compile, export and ONNX tests run."""
+    return [
+        (case, reduction, weighting)
+        for case, reduction, weighting in combos()
+        if case.name in REPRESENTATIVE or PATH_WEIGHTING.get(reduction) == weighting
+    ]
 
 
 def combo_id(combo) -> str:

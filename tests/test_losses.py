@@ -190,12 +190,12 @@ def test_per_sample_gradients_with_torch_func(case):
     features = x[0].numel()
     w = torch.randn(features, features, requires_grad=True)
     loss = case.make("sum")
+    dims = [0 if case.is_batched(i + 1) else None for i in range(len(rest))]
 
     def per_example(weight, xi, *ri):
         out = (xi.reshape(-1) @ weight).reshape(xi.shape)
-        return loss(out.unsqueeze(0), *(r.unsqueeze(0) if case.is_batched(i + 1) else r for i, r in enumerate(ri)))
+        return loss(out.unsqueeze(0), *(r if d is None else r.unsqueeze(0) for r, d in zip(ri, dims)))
 
-    dims = [0 if case.is_batched(i + 1) else None for i in range(len(rest))]
     grads = torch.func.vmap(torch.func.grad(per_example), in_dims=(None, 0, *dims))(w, x, *rest)
     for i in range(N):
         (ref,) = torch.autograd.grad(per_example(w, x[i], *(r if d is None else r[i] for r, d in zip(rest, dims))), w)

@@ -67,6 +67,10 @@ BATCH_COMBOS = [
     for w in ("plain", "sample_weight", "normalizer")
     if w != "normalizer" or r == "mean"
 ]
+# the slow paths (compile, export, ONNX) take the weightings that reach the batch statistics
+BATCH_PATH_COMBOS = [
+    c for c in BATCH_COMBOS if c[1:] in (("none", "sample_weight"), ("mean", "sample_weight"), ("mean", "normalizer"))
+]
 
 
 def _batch_args(name, n, weighting, grad=True):
@@ -164,7 +168,7 @@ def _path_outputs(module, fn, name, weighting, ns=(9, 11)):
             torch.testing.assert_close(got, want, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("combo", BATCH_COMBOS, ids=lambda c: "-".join(c))
+@pytest.mark.parametrize("combo", BATCH_PATH_COMBOS, ids=lambda c: "-".join(c))
 def test_whole_batch_script_compile_export(combo):
     name, reduction, weighting = combo
     module = BATCH[name][0](reduction)
@@ -188,7 +192,7 @@ def test_whole_batch_script_compile_export(combo):
 
 
 @pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
-@pytest.mark.parametrize("combo", BATCH_COMBOS, ids=lambda c: "-".join(c))
+@pytest.mark.parametrize("combo", BATCH_PATH_COMBOS, ids=lambda c: "-".join(c))
 def test_whole_batch_onnx(combo, dynamo, tmp_path):
     name, reduction, weighting = combo
     module = BATCH[name][0](reduction)
