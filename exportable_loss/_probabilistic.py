@@ -287,9 +287,11 @@ def triplet_margin_loss(
         p: the norm degree.
         eps: added to every difference before the norm.
         swap: the distance swap.
-        reduction, sample_weight, normalizer: see :mod:`exportable_loss.functional`; the
-            element-wise loss has ``anchor``'s shape without the last dimension (dim 0 is the
-            batch when that shape has a dimension).
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; the element-wise loss
+            has ``anchor``'s shape without the last dimension (dim 0 is the batch when that
+            shape has a dimension).
+        sample_weight: optional ``(N,)`` weights, one per sample.
+        normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
 
     Returns:
         The loss in ``anchor``'s dtype: ``"none"`` is ``(N,)`` (0-dim for an unbatched input),
