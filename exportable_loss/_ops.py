@@ -432,15 +432,18 @@ def linear_cross_entropy_rows_backward(
     softcap: float,
     chunk_size: int,
     use_triton: bool,
+    weight_grad: bool,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Gradients of ``sum(grad_loss * loss)`` for input, linear_weight and linear_bias (a (C,)
-    zero tensor without bias), recomputing each chunk's logits."""
+    zero tensor without bias), recomputing each chunk's logits. Without ``weight_grad`` (a
+    frozen classifier) the classifier's and the bias's gradients are empty tensors, not computed."""
     rows, num_classes = input.shape[0], linear_weight.shape[0]
     acc = torch.float64 if input.dtype == torch.float64 else torch.float32
     grad_input = torch.empty_like(input)
     # half-precision weights accumulate their gradient over chunks in float32
-    grad_weight = torch.zeros_like(linear_weight, dtype=torch.promote_types(linear_weight.dtype, acc))
-    grad_bias = torch.zeros(num_classes, dtype=grad_weight.dtype, device=input.device)
+    parameters = (num_classes, linear_weight.shape[1]) if weight_grad else (0, 0)
+    grad_weight = linear_weight.new_zeros(parameters, dtype=torch.promote_types(linear_weight.dtype, acc))
+    grad_bias = grad_weight.new_zeros(parameters[0])
     for start, end in _lce_chunks(rows, input.shape[1], num_classes, chunk_size):
         x = input[start:end]
         logits = F.linear(x, linear_weight, linear_bias)
@@ -457,6 +460,8 @@ def linear_cross_entropy_rows_backward(
                 ignore_index, label_smoothing, z_loss, softcap,
             ).to(input.dtype)  # fmt: skip
         torch.mm(grad, linear_weight, out=grad_input[start:end])
+        if not weight_grad:
+            continue
         # rows that do not count must not bring their (possibly NaN) hidden states into the weight's gradient
         counts = g != 0
         if not target.is_floating_point():
@@ -469,8 +474,10 @@ def linear_cross_entropy_rows_backward(
 
 @linear_cross_entropy_rows_backward.register_fake
 def _(grad_loss, input, linear_weight, linear_bias, target, weight, lse, mass, *options):
-    bias = linear_weight.new_empty((linear_weight.shape[0],))
-    return torch.empty_like(input), torch.empty_like(linear_weight), bias
+    weight_grad = options[-1]
+    parameters = (linear_weight.shape[0], linear_weight.shape[1]) if weight_grad else (0, 0)
+    grad_weight = linear_weight.new_empty(parameters)
+    return torch.empty_like(input), grad_weight, grad_weight.new_empty(parameters[0])
 
 
 def _lce_setup(ctx, inputs, output):
@@ -482,9 +489,12 @@ def _lce_setup(ctx, inputs, output):
 
 def _lce_backward(ctx, grad_loss, grad_lse, grad_mass):
     input, linear_weight, linear_bias, target, weight, lse, mass = ctx.saved_tensors
+    weight_grad = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
     grad_input, grad_weight, grad_bias = torch.ops.exportable_loss.linear_cross_entropy_rows_backward(
-        grad_loss, input, linear_weight, linear_bias, target, weight, lse, mass, *ctx.options
+        grad_loss, input, linear_weight, linear_bias, target, weight, lse, mass, *ctx.options, weight_grad
     )
+    if not weight_grad:
+        return grad_input, None, None, None, None, None, None, None, None, None, None
     return grad_input, grad_weight, grad_bias if ctx.has_bias else None, None, None, None, None, None, None, None, None
 
 
