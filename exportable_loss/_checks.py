@@ -16,6 +16,21 @@ def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
 
 
+def check_cross_entropy_options(label_smoothing: float, z_loss: float, logit_softcap: Optional[float]) -> None:
+    """The options CrossEntropyLoss and FusedLinearCrossEntropyLoss share."""
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing}")
+    if z_loss < 0.0:
+        raise ValueError(f"z_loss must be non-negative; got {z_loss}")
+    if logit_softcap is not None and logit_softcap <= 0.0:
+        raise ValueError(f"logit_softcap must be positive or None; got {logit_softcap}")
+
+
+def check_chunk_size(chunk_size: Optional[int]) -> None:
+    if chunk_size is not None and chunk_size <= 0:
+        raise ValueError(f"chunk_size must be a positive number of rows or None (automatic); got {chunk_size}")
+
+
 def check_same_shape(input: Tensor, target: Tensor) -> None:
     if input.shape != target.shape:
         raise ValueError(

@@ -277,15 +277,8 @@ def complete_box_iou_loss(
 # Modules
 
 
-class GIoULoss(_Loss):
-    """Generalized IoU loss on ``(x1, y1, x2, y2)`` boxes; see
-    :func:`~exportable_loss.functional.generalized_box_iou_loss` (default reduction ``"mean"``,
-    torchvision's is ``"none"``). Every backend runs the PyTorch formulation.
-
-    Example:
-        >>> GIoULoss()(torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([[1.0, 1.0, 3.0, 3.0]]))
-        tensor(1.0794)
-    """
+class _BoxLoss(_Loss):
+    """The constructor the three box losses share: ``eps`` and the base options."""
 
     __constants__ = _Loss.__constants__ + ["eps"]
 
@@ -294,6 +287,17 @@ class GIoULoss(_Loss):
         if eps < 0.0:
             raise ValueError(f"eps must be non-negative; got {eps}")
         self.eps = float(eps)
+
+
+class GIoULoss(_BoxLoss):
+    """Generalized IoU loss on ``(x1, y1, x2, y2)`` boxes; see
+    :func:`~exportable_loss.functional.generalized_box_iou_loss` (default reduction ``"mean"``,
+    torchvision's is ``"none"``). Every backend runs the PyTorch formulation.
+
+    Example:
+        >>> GIoULoss()(torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([[1.0, 1.0, 3.0, 3.0]]))
+        tensor(1.0794)
+    """
 
     def forward(
         self,
@@ -305,7 +309,7 @@ class GIoULoss(_Loss):
         return generalized_box_iou_loss(input, target, self.eps, self.reduction, sample_weight, normalizer)
 
 
-class DIoULoss(_Loss):
+class DIoULoss(_BoxLoss):
     """Distance IoU loss on ``(x1, y1, x2, y2)`` boxes; see
     :func:`~exportable_loss.functional.distance_box_iou_loss` (default reduction ``"mean"``,
     torchvision's is ``"none"``). Every backend runs the PyTorch formulation.
@@ -314,14 +318,6 @@ class DIoULoss(_Loss):
         >>> DIoULoss()(torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([[1.0, 1.0, 3.0, 3.0]]))
         tensor(0.9683)
     """
-
-    __constants__ = _Loss.__constants__ + ["eps"]
-
-    def __init__(self, eps: float = 1e-7, reduction: str = "mean", backend: str = "torch") -> None:
-        super().__init__(reduction, backend)
-        if eps < 0.0:
-            raise ValueError(f"eps must be non-negative; got {eps}")
-        self.eps = float(eps)
 
     def forward(
         self,
@@ -333,7 +329,7 @@ class DIoULoss(_Loss):
         return distance_box_iou_loss(input, target, self.eps, self.reduction, sample_weight, normalizer)
 
 
-class CIoULoss(_Loss):
+class CIoULoss(_BoxLoss):
     """Complete IoU loss on ``(x1, y1, x2, y2)`` boxes; see
     :func:`~exportable_loss.functional.complete_box_iou_loss` (default reduction ``"mean"``,
     torchvision's is ``"none"``). Every backend runs the PyTorch formulation.
@@ -342,14 +338,6 @@ class CIoULoss(_Loss):
         >>> CIoULoss()(torch.tensor([[0.0, 0.0, 2.0, 1.0]]), torch.tensor([[1.0, 0.0, 2.0, 2.0]]))
         tensor(0.7629)
     """
-
-    __constants__ = _Loss.__constants__ + ["eps"]
-
-    def __init__(self, eps: float = 1e-7, reduction: str = "mean", backend: str = "torch") -> None:
-        super().__init__(reduction, backend)
-        if eps < 0.0:
-            raise ValueError(f"eps must be non-negative; got {eps}")
-        self.eps = float(eps)
 
     def forward(
         self,

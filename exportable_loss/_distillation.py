@@ -22,6 +22,7 @@ from torch import Tensor
 from exportable_loss import _checks
 from exportable_loss._base import _Loss
 from exportable_loss._reduction import REDUCTIONS, accumulation_dtype, reduce_loss
+from exportable_loss._targets import class_terms
 
 
 def _check_inputs(
@@ -247,14 +248,8 @@ def distillation_loss(
         # Built from the teacher's shape so that the TorchScript ONNX exporter keeps the (unused) teacher input.
         loss = torch.zeros_like(y.select(class_dim, 0))
     if alpha != 1.0 and label is not None:
-        num_classes = x.shape[class_dim]
-        index = label.long()
-        in_range = (index >= 0) & (index < num_classes)
-        safe = torch.where(in_range, index, torch.zeros_like(index))
-        nll = -log_student.gather(class_dim, safe.unsqueeze(class_dim)).squeeze(class_dim)
-        if valid is not None:
-            # Out-of-range indices give NaN (as cross_entropy here): no out-of-bounds read.
-            nll = torch.where(in_range | ~valid, nll, torch.full_like(nll, float("nan")))
+        # out-of-range indices give NaN (as cross_entropy here): no out-of-bounds read
+        nll, _, _ = class_terms(log_student, label, None, ignore_index)
         loss = loss + (1.0 - alpha) * nll
     if valid is not None:
         loss = torch.where(valid, loss, torch.zeros_like(loss))

@@ -10,7 +10,8 @@ from exportable_loss import _checks
 from exportable_loss._base import _Loss
 from exportable_loss._dispatch import use_triton
 from exportable_loss._reduction import REDUCTIONS, reduce_loss
-from exportable_loss.functional import counted_targets, cross_entropy
+from exportable_loss._targets import counted_targets
+from exportable_loss.functional import cross_entropy
 
 
 def _check(
@@ -39,8 +40,7 @@ def _check(
                 f"linear_bias must have shape ({linear_weight.shape[0]},), one per class; "
                 f"got {tuple(linear_bias.shape)}"
             )
-    if chunk_size is not None and chunk_size <= 0:
-        raise ValueError(f"chunk_size must be a positive number of rows or None (automatic); got {chunk_size}")
+    _checks.check_chunk_size(chunk_size)
     if target.is_floating_point():
         positions = list(input.shape[:-1])
         expected = tuple(positions[:1] + [linear_weight.shape[0]] + positions[1:])
@@ -225,14 +225,8 @@ class FusedLinearCrossEntropyLoss(_Loss):
         backend: str = "torch",
     ) -> None:
         super().__init__(reduction, backend)
-        if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing}")
-        if z_loss < 0.0:
-            raise ValueError(f"z_loss must be non-negative; got {z_loss}")
-        if logit_softcap is not None and logit_softcap <= 0.0:
-            raise ValueError(f"logit_softcap must be positive or None; got {logit_softcap}")
-        if chunk_size is not None and chunk_size <= 0:
-            raise ValueError(f"chunk_size must be a positive number of rows or None (automatic); got {chunk_size}")
+        _checks.check_cross_entropy_options(label_smoothing, z_loss, logit_softcap)
+        _checks.check_chunk_size(chunk_size)
         self.register_buffer("weight", weight)
         self.weight: Optional[Tensor]
         self.ignore_index = ignore_index

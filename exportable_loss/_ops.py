@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from exportable_loss import triton_kernels as tk
+from exportable_loss._targets import counted_targets
 
 # ---------------------------------------------------------------- cross entropy over rows
 
@@ -301,10 +302,8 @@ def _lce_chunk_loss(
         q = target.to(z.dtype) * (1.0 - label_smoothing) + label_smoothing / num_classes
         wq = q * w if w is not None else q
         return -(logp * wq).sum(1) + z_loss * lse * lse, lse, wq.sum(1)
-    counted = target != ignore_index
-    in_range = (target >= 0) & (target < num_classes)
-    safe = torch.where(in_range, target, torch.zeros_like(target))
-    w_t = w[safe] if w is not None else torch.ones_like(lse)
+    counted, in_range, safe, target_weight = counted_targets(target, w, ignore_index, num_classes)
+    w_t = target_weight if target_weight is not None else torch.ones_like(lse)
     mass = w.sum().expand_as(lse) if w is not None else torch.full_like(lse, float(num_classes))
     nll = -logp.gather(1, safe.unsqueeze(1)).squeeze(1)
     smooth = -(logp @ w if w is not None else logp.sum(1))
@@ -320,13 +319,15 @@ def _lce_chunk_grad(
     lse: Tensor,
     mass: Tensor,
     grad_rows: Tensor,
+    counts: Tensor,
     ignore_index: int,
     label_smoothing: float,
     z_loss: float,
     softcap: float,
 ) -> Tensor:
     """Gradient of ``sum(grad_rows * loss)`` for one chunk of (r, C) float32/64 logits, computed
-    in ``logits``' memory from the saved log-sum-exp and target mass."""
+    in ``logits``' memory from the saved log-sum-exp and target mass; rows outside ``counts``
+    (ignored, or zero upstream gradient) get exactly 0, even from NaN logits."""
     num_classes = logits.shape[1]
     g = grad_rows.to(logits.dtype)
     dcap: Optional[Tensor] = None
@@ -341,12 +342,9 @@ def _lce_chunk_grad(
         q = target.to(p.dtype) * (1.0 - label_smoothing) + label_smoothing / num_classes
         wq = q.mul_(w) if w is not None else q
         grad = p.mul_(((mass + 2.0 * z_loss * lse) * g).unsqueeze(1)).sub_(wq.mul_(g.unsqueeze(1)))
-        keep = g != 0
     else:
-        counted = target != ignore_index
-        in_range = (target >= 0) & (target < num_classes)
-        safe = torch.where(in_range, target, torch.zeros_like(target))
-        w_t = w[safe] if w is not None else torch.ones_like(lse)
+        _, _, safe, target_weight = counted_targets(target, w, ignore_index, num_classes)
+        w_t = target_weight if target_weight is not None else torch.ones_like(lse)
         hard = (1.0 - label_smoothing) * w_t * g
         total = hard + label_smoothing / num_classes * mass * g + 2.0 * z_loss * lse * w_t * g
         grad = p.mul_(total.unsqueeze(1))
@@ -354,11 +352,9 @@ def _lce_chunk_grad(
         if label_smoothing > 0:
             uniform = w.unsqueeze(0) if w is not None else torch.ones_like(grad[:1])
             grad.sub_(uniform * (label_smoothing / num_classes) * g.unsqueeze(1))
-        keep = counted & (g != 0)
     if dcap is not None:
         grad.mul_(dcap)
-    # rows that do not count (ignored, or zero upstream gradient) get exactly 0, even from NaN logits
-    return torch.where(keep.unsqueeze(1), grad, torch.zeros_like(grad))
+    return torch.where(counts.unsqueeze(1), grad, torch.zeros_like(grad))
 
 
 def _lce_chunks(rows: int, hidden: int, num_classes: int, chunk_size: int):
@@ -448,6 +444,11 @@ def linear_cross_entropy_rows_backward(
         x = input[start:end]
         logits = F.linear(x, linear_weight, linear_bias)
         g = grad_loss[start:end]
+        # the rows that count: their gradient, and their hidden states in the weight's gradient
+        # (a row that does not count must not bring its possibly NaN hidden state there)
+        counts = g != 0
+        if not target.is_floating_point():
+            counts = counts & (target[start:end] != ignore_index)
         if use_triton and _lce_triton(logits):
             # the gradient overwrites this chunk's logits: no second chunk-sized buffer
             grad = tk.kernels("cross_entropy").cross_entropy_backward(
@@ -456,16 +457,12 @@ def linear_cross_entropy_rows_backward(
             ).squeeze(2)  # fmt: skip
         else:
             grad = _lce_chunk_grad(
-                logits.to(acc), target[start:end], weight, lse[start:end], mass[start:end], g,
+                logits.to(acc), target[start:end], weight, lse[start:end], mass[start:end], g, counts,
                 ignore_index, label_smoothing, z_loss, softcap,
             ).to(input.dtype)  # fmt: skip
         torch.mm(grad, linear_weight, out=grad_input[start:end])
         if not weight_grad:
             continue
-        # rows that do not count must not bring their (possibly NaN) hidden states into the weight's gradient
-        counts = g != 0
-        if not target.is_floating_point():
-            counts = counts & (target[start:end] != ignore_index)
         x = torch.where(counts.unsqueeze(1), x, torch.zeros_like(x))
         grad_weight.addmm_(grad.t().to(grad_weight.dtype), x.to(grad_weight.dtype))
         grad_bias.add_(grad.sum(0, dtype=grad_bias.dtype))

@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from exportable_loss._reduction import mean_denominator
-from exportable_loss.functional import counted_targets
+from exportable_loss._targets import counted_targets
 from exportable_loss.losses import CrossEntropyLoss, KLDivLoss, NLLLoss
 
 DENOMINATOR_DTYPE = torch.float64  # counts stay exact far beyond float32's 2**24

@@ -34,6 +34,7 @@ from exportable_loss._probabilistic import (  # noqa: F401
 )
 from exportable_loss._reduction import KL_REDUCTIONS, REDUCTIONS, reduce_loss
 from exportable_loss._segmentation import dice_loss, tversky_loss  # noqa: F401
+from exportable_loss._targets import class_terms, counted_targets
 
 __all__ = [
     "binary_cross_entropy_with_logits",
@@ -155,47 +156,6 @@ def _softplus_neg(x: Tensor) -> Tensor:
     return torch.log1p(torch.exp(-torch.abs(x))) + torch.relu(-x)
 
 
-def counted_targets(
-    target: Tensor, weight: Optional[Tensor], ignore_index: int, num_classes: int
-) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
-    """Which int64 class-index positions count, and their class weights.
-
-    Returns ``(valid, in_range, safe, target_weight)``: positions that are not ``ignore_index``;
-    indices inside ``[0, num_classes)``; the index with out-of-range ones replaced by 0 (safe
-    to gather with); ``weight[target]`` at counted positions and 0 elsewhere (None without
-    ``weight``).
-    """
-    valid = target != ignore_index
-    in_range = (target >= 0) & (target < num_classes)
-    safe = torch.where(in_range, target, torch.zeros_like(target))
-    target_weight: Optional[Tensor] = None
-    if weight is not None:
-        gathered = weight[safe]
-        target_weight = torch.where(valid, gathered, torch.zeros_like(gathered))
-    return valid, in_range, safe, target_weight
-
-
-def _class_terms(
-    logp: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int
-) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-    """NLL at class-index targets: (class-weighted nll, counted-position mask, target weights).
-
-    An index outside [0, C) that is not ignore_index gives NaN: never an out-of-bounds read or
-    a device-side assert.
-    """
-    class_dim = 0 if logp.dim() == 1 else 1
-    num_classes = logp.shape[class_dim]
-    target = target.long()
-    if weight is not None:
-        weight = weight.to(logp.dtype)  # as torch.nn, which requires them to agree
-    valid, in_range, safe, target_weight = counted_targets(target, weight, ignore_index, num_classes)
-    nll = -logp.gather(class_dim, safe.unsqueeze(class_dim)).squeeze(class_dim)
-    if target_weight is not None:
-        nll = nll * target_weight
-    nll = torch.where(in_range | ~valid, nll, torch.full_like(nll, float("nan")))
-    return nll, valid, target_weight
-
-
 def _class_prologue(
     input: Tensor,
     target: Tensor,
@@ -304,7 +264,7 @@ def cross_entropy(
             loss = loss + z_loss * lse.squeeze(class_dim) ** 2
         return reduce_loss(loss, reduction, sample_weight, normalizer)
 
-    loss, valid, target_weight = _class_terms(logp, target, weight, ignore_index)
+    loss, valid, target_weight = class_terms(logp, target, weight, ignore_index)
     if label_smoothing > 0.0:
         smooth = -(logp.sum(class_dim) if weight_b is None else (logp * weight_b).sum(class_dim))
         loss = (1.0 - label_smoothing) * loss + (label_smoothing / num_classes) * smooth
@@ -347,7 +307,7 @@ def nll_loss(
         input, target = _class_prologue(
             input, target, weight, ignore_index, reduction, sample_weight, normalizer, validate
         )
-    loss, valid, target_weight = _class_terms(input, target, weight, ignore_index)
+    loss, valid, target_weight = class_terms(input, target, weight, ignore_index)
     loss = torch.where(valid, loss, torch.zeros_like(loss))
     return reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight)
 
@@ -593,5 +553,5 @@ def sigmoid_focal_loss(
     return reduce_loss(loss, reduction, sample_weight, normalizer)
 
 
-# Last: the fused linear cross entropy builds on cross_entropy and counted_targets above.
+# Last: the fused linear cross entropy builds on cross_entropy above.
 from exportable_loss._linear_ce import linear_cross_entropy  # noqa: E402, F401

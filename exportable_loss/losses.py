@@ -6,6 +6,7 @@ from torch import Tensor
 
 from exportable_loss import functional as LF
 from exportable_loss._base import _Loss
+from exportable_loss._checks import check_cross_entropy_options
 from exportable_loss._detection import CIoULoss, DIoULoss, GIoULoss  # noqa: F401
 from exportable_loss._distillation import DistillationLoss, JSDLoss  # noqa: F401
 from exportable_loss._linear_ce import FusedLinearCrossEntropyLoss  # noqa: F401
@@ -80,12 +81,7 @@ class CrossEntropyLoss(_Loss):
         inplace_backward: bool = False,
     ) -> None:
         super().__init__(reduction, backend, size_average, reduce)
-        if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing}")
-        if z_loss < 0.0:
-            raise ValueError(f"z_loss must be non-negative; got {z_loss}")
-        if logit_softcap is not None and logit_softcap <= 0.0:
-            raise ValueError(f"logit_softcap must be positive or None; got {logit_softcap}")
+        check_cross_entropy_options(label_smoothing, z_loss, logit_softcap)
         self.register_buffer("weight", weight)
         self.weight: Optional[Tensor]
         self.ignore_index = ignore_index

@@ -1,0 +1,48 @@
+"""Class-index targets: which positions count, their class weights, and the NLL gathered at
+them. Shared by cross entropy, NLL, the fused ops, distillation and the distributed denominator."""
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+
+def counted_targets(
+    target: Tensor, weight: Optional[Tensor], ignore_index: int, num_classes: int
+) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
+    """Which int64 class-index positions count, and their class weights.
+
+    Returns ``(valid, in_range, safe, target_weight)``: positions that are not ``ignore_index``;
+    indices inside ``[0, num_classes)``; the index with out-of-range ones replaced by 0 (safe
+    to gather with); ``weight[target]`` at counted positions and 0 elsewhere (None without
+    ``weight``).
+    """
+    valid = target != ignore_index
+    in_range = (target >= 0) & (target < num_classes)
+    safe = torch.where(in_range, target, torch.zeros_like(target))
+    target_weight: Optional[Tensor] = None
+    if weight is not None:
+        gathered = weight[safe]
+        target_weight = torch.where(valid, gathered, torch.zeros_like(gathered))
+    return valid, in_range, safe, target_weight
+
+
+def class_terms(
+    logp: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int
+) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """NLL at class-index targets: (class-weighted nll, counted-position mask, target weights).
+
+    An index outside [0, C) that is not ignore_index gives NaN: never an out-of-bounds read or
+    a device-side assert.
+    """
+    class_dim = 0 if logp.dim() == 1 else 1
+    num_classes = logp.shape[class_dim]
+    target = target.long()
+    if weight is not None:
+        weight = weight.to(logp.dtype)  # as torch.nn, which requires them to agree
+    valid, in_range, safe, target_weight = counted_targets(target, weight, ignore_index, num_classes)
+    nll = -logp.gather(class_dim, safe.unsqueeze(class_dim)).squeeze(class_dim)
+    if target_weight is not None:
+        nll = nll * target_weight
+    nll = torch.where(in_range | ~valid, nll, torch.full_like(nll, float("nan")))
+    return nll, valid, target_weight
