@@ -5,10 +5,8 @@ from typing import Optional
 
 from torch import nn
 
-from exportable_loss._checks import check_choice
+from exportable_loss._checks import check_backend, check_choice
 from exportable_loss._reduction import REDUCTIONS
-
-BACKENDS = ("torch", "triton", "auto")
 
 
 def _legacy_reduction(size_average: Optional[bool], reduce: Optional[bool]) -> str:
@@ -26,7 +24,10 @@ def _legacy_reduction(size_average: Optional[bool], reduce: Optional[bool]) -> s
 
 
 class _Loss(nn.Module):
-    """Base of every loss: validates and stores ``reduction`` and ``backend`` as constants."""
+    """Base of every loss: validates and stores ``reduction`` and ``backend`` as constants.
+
+    The reductions a loss accepts are those its declaration (``spec``) lists.
+    """
 
     # Constants: TorchScript inlines them and torch.compile never recompiles on them.
     __constants__ = ["reduction", "backend"]
@@ -37,13 +38,13 @@ class _Loss(nn.Module):
         backend: str = "torch",
         size_average: Optional[bool] = None,
         reduce: Optional[bool] = None,
-        choices: tuple = REDUCTIONS,
     ) -> None:
         super().__init__()
         if size_average is not None or reduce is not None:
             reduction = _legacy_reduction(size_average, reduce)
-        check_choice("reduction", reduction, choices)
-        check_choice("backend", backend, BACKENDS)
+        spec = getattr(type(self), "spec", None)
+        check_choice("reduction", reduction, spec.reductions if spec is not None else REDUCTIONS)
+        check_backend(backend)
         self.reduction = reduction
         self.backend = backend
 

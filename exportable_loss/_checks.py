@@ -5,15 +5,22 @@ Called from :mod:`exportable_loss.functional` outside TorchScript. Under ``torch
 :func:`validate_class_indices`, which callers run only in eager mode.
 """
 
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
+
+from exportable_loss._dispatch import BACKENDS, eager
+from exportable_loss._numerics import autocast_float32
 
 
 def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def check_backend(backend: str) -> None:
+    check_choice("backend", backend, BACKENDS)
 
 
 def check_cross_entropy_options(label_smoothing: float, z_loss: float, logit_softcap: Optional[float]) -> None:
@@ -29,14 +36,6 @@ def check_cross_entropy_options(label_smoothing: float, z_loss: float, logit_sof
 def check_chunk_size(chunk_size: Optional[int]) -> None:
     if chunk_size is not None and chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive number of rows or None (automatic); got {chunk_size}")
-
-
-def check_same_shape(input: Tensor, target: Tensor) -> None:
-    if input.shape != target.shape:
-        raise ValueError(
-            f"input and target must have the same shape; got input {tuple(input.shape)} "
-            f"and target {tuple(target.shape)} (broadcasting is not done)"
-        )
 
 
 def check_floating(name: str, t: Tensor) -> None:
@@ -125,7 +124,7 @@ def validate_class_indices(target: Tensor, num_classes: int, ignore_index: int) 
 
     Synchronises with the device; callers run it in eager mode only, when asked (validate=True).
     """
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+    if not eager():
         return
     bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
     if bool(bad.any()):
@@ -138,20 +137,39 @@ def validate_class_indices(target: Tensor, num_classes: int, ignore_index: int) 
 
 
 def validate_finite(name: str, t: Optional[Tensor]) -> None:
-    if t is None or torch.compiler.is_compiling() or torch.jit.is_tracing():
+    if t is None or not eager():
         return
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} must be finite; it holds NaN or Inf")
 
 
-def autocast_float32(input: Tensor, target: Tensor) -> Tuple[Tensor, Tensor]:
-    """Under torch.autocast, losses compute in float32 as torch.nn's do."""
-    device = input.device.type
-    if input.is_floating_point() and torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
-        input = input.float()
-        if target.is_floating_point():
-            target = target.float()
-    return input, target
+def check_tensors(names: List[str], tensors: List[Tensor], floating: List[str]) -> None:
+    """Each argument is a tensor on the first one's device; those named in ``floating`` have a
+    floating dtype, the others a real, non-bool one."""
+    for name, t in zip(names, tensors):
+        if not isinstance(t, Tensor):
+            raise ValueError(f"{name} must be a tensor; got {type(t).__name__}")
+        check_device(name, t, tensors[0])
+        if name in floating:
+            check_floating(name, t)
+        elif t.dtype == torch.bool or t.is_complex():
+            raise ValueError(f"{name} must have a real, non-bool dtype; got {t.dtype}")
+
+
+def shapes(names: List[str], tensors: List[Tensor]) -> str:
+    """``"a (2, 3) and b (2,)"`` or ``"a (2, 3), b (2,), c (4,)"``: two or three arguments' shapes for an error message
+    (no str.join: torch.compile traces these messages)."""
+    s = [tuple(t.shape) for t in tensors]
+    if len(names) == 2:
+        return f"{names[0]} {s[0]} and {names[1]} {s[1]}"
+    return f"{names[0]} {s[0]}, {names[1]} {s[1]}, {names[2]} {s[2]}"
+
+
+def check_same_shapes(names: List[str], tensors: List[Tensor]) -> None:
+    """Every tensor (two or three) has the first one's shape; torch.nn would broadcast, we raise."""
+    if any(t.shape != tensors[0].shape for t in tensors[1:]):
+        listed = f"{names[0]} and {names[1]}" if len(names) == 2 else f"{names[0]}, {names[1]} and {names[2]}"
+        raise ValueError(f"{listed} must have the same shape; got {shapes(names, tensors)} (broadcasting is not done)")
 
 
 def prepare_pointwise(
@@ -161,13 +179,16 @@ def prepare_pointwise(
     sample_weight: Optional[Tensor],
     normalizer: Optional[Tensor],
     choices: Sequence[str],
+    backend: str,
 ) -> Tuple[Tensor, Tensor]:
     """Checks for the element-wise losses (dim 0 is the batch whenever input has a dimension)."""
     check_floating("input", input)
     check_device("target", target, input)
-    check_same_shape(input, target)
+    check_same_shapes(["input", "target"], [input, target])
     check_reduction_args(reduction, input, input.dim() > 0, sample_weight, normalizer, choices)
-    return autocast_float32(input, target)
+    check_backend(backend)
+    input, target = autocast_float32([input, target])
+    return input, target
 
 
 def check_fused_grads(target: Tensor, sample_weight: Optional[Tensor]) -> None:

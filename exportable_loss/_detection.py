@@ -18,7 +18,9 @@ from torch import Tensor
 
 from exportable_loss import _checks
 from exportable_loss._base import _Loss
-from exportable_loss._reduction import REDUCTIONS, accumulation_dtype, reduce_loss
+from exportable_loss._numerics import accumulation_dtype, autocast_float32
+from exportable_loss._reduction import REDUCTIONS, every_row, reduce_loss
+from exportable_loss._registry import declare
 
 
 def _prepare_boxes(
@@ -39,11 +41,12 @@ def _prepare_boxes(
     if target.dtype == torch.bool or target.is_complex():
         raise ValueError(f"target must hold floating-point or integer box coordinates; got dtype {target.dtype}")
     _checks.check_device("target", target, input)
-    _checks.check_same_shape(input, target)
+    _checks.check_same_shapes(["input", "target"], [input, target])
     if eps < 0.0:
         raise ValueError(f"eps must be non-negative; got {eps}")
     _checks.check_reduction_args(reduction, input, input.dim() > 1, sample_weight, normalizer, REDUCTIONS)
-    return _checks.autocast_float32(input, target)
+    input, target = autocast_float32([input, target])
+    return input, target
 
 
 def _coordinates(input: Tensor, target: Tensor) -> Tuple[List[Tensor], List[Tensor]]:
@@ -118,6 +121,7 @@ def generalized_box_iou_loss(
     reduction: str = "mean",
     sample_weight: Optional[Tensor] = None,
     normalizer: Optional[Tensor] = None,
+    backend: str = "torch",
 ) -> Tensor:
     """Generalized IoU loss (Rezatofighi et al., 2019), as ``torchvision.ops.generalized_box_iou_loss``.
 
@@ -145,6 +149,8 @@ def generalized_box_iou_loss(
             averages over ``d1, ..., dk``. The default is ``"mean"`` (torchvision's is ``"none"``).
         sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
         normalizer: optional 0-dim denominator for ``"mean"``.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs this PyTorch code (the
+            loss has no fused kernel).
 
     Returns:
         The loss in ``input``'s dtype: shape ``input.shape[:-1]`` for ``"none"``, ``(N,)`` for
@@ -157,6 +163,7 @@ def generalized_box_iou_loss(
         tensor([1.0794, 1.3333])
     """
     if not torch.jit.is_scripting():
+        _checks.check_backend(backend)
         input, target = _prepare_boxes(input, target, eps, reduction, sample_weight, normalizer)
     p, g = _coordinates(input, target)
     iou, union = _iou_and_union(p, g, eps)
@@ -174,6 +181,7 @@ def distance_box_iou_loss(
     reduction: str = "mean",
     sample_weight: Optional[Tensor] = None,
     normalizer: Optional[Tensor] = None,
+    backend: str = "torch",
 ) -> Tensor:
     """Distance IoU loss (Zheng et al., 2020), as ``torchvision.ops.distance_box_iou_loss``.
 
@@ -198,6 +206,8 @@ def distance_box_iou_loss(
             averages over ``d1, ..., dk``. The default is ``"mean"`` (torchvision's is ``"none"``).
         sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
         normalizer: optional 0-dim denominator for ``"mean"``.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs this PyTorch code (the
+            loss has no fused kernel).
 
     Returns:
         The loss in ``input``'s dtype: shape ``input.shape[:-1]`` for ``"none"``, ``(N,)`` for
@@ -210,6 +220,7 @@ def distance_box_iou_loss(
         tensor([0.9683, 1.4000])
     """
     if not torch.jit.is_scripting():
+        _checks.check_backend(backend)
         input, target = _prepare_boxes(input, target, eps, reduction, sample_weight, normalizer)
     p, g = _coordinates(input, target)
     loss, _ = _diou_terms(p, g, eps)
@@ -223,6 +234,7 @@ def complete_box_iou_loss(
     reduction: str = "mean",
     sample_weight: Optional[Tensor] = None,
     normalizer: Optional[Tensor] = None,
+    backend: str = "torch",
 ) -> Tensor:
     """Complete IoU loss (Zheng et al., 2020), as ``torchvision.ops.complete_box_iou_loss``.
 
@@ -250,6 +262,8 @@ def complete_box_iou_loss(
             averages over ``d1, ..., dk``. The default is ``"mean"`` (torchvision's is ``"none"``).
         sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
         normalizer: optional 0-dim denominator for ``"mean"``.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs this PyTorch code (the
+            loss has no fused kernel).
 
     Returns:
         The loss in ``input``'s dtype: shape ``input.shape[:-1]`` for ``"none"``, ``(N,)`` for
@@ -262,6 +276,7 @@ def complete_box_iou_loss(
         tensor([0.9683, 0.7629])
     """
     if not torch.jit.is_scripting():
+        _checks.check_backend(backend)
         input, target = _prepare_boxes(input, target, eps, reduction, sample_weight, normalizer)
     p, g = _coordinates(input, target)
     loss, iou = _diou_terms(p, g, eps)
@@ -272,6 +287,15 @@ def complete_box_iou_loss(
     alpha = (v / (1.0 - iou + v + eps)).detach()
     loss = loss + alpha * v
     return reduce_loss(loss, reduction, sample_weight, normalizer).to(input.dtype)
+
+
+def _boxes(n: int, g: torch.Generator) -> Tensor:
+    corner = torch.rand(n, 2, generator=g) * 4
+    return torch.cat([corner, corner + torch.rand(n, 2, generator=g) * 3 + 0.1], 1)
+
+
+def _boxes_example(n: int, g: torch.Generator) -> Tuple[Tensor, ...]:
+    return _boxes(n, g), _boxes(n, g)
 
 
 # Modules
@@ -289,6 +313,7 @@ class _BoxLoss(_Loss):
         self.eps = float(eps)
 
 
+@declare(name="giou", function=generalized_box_iou_loss, denominator=every_row, example=_boxes_example)
 class GIoULoss(_BoxLoss):
     """Generalized IoU loss on ``(x1, y1, x2, y2)`` boxes; see
     :func:`~exportable_loss.functional.generalized_box_iou_loss` (default reduction ``"mean"``,
@@ -306,9 +331,12 @@ class GIoULoss(_BoxLoss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
-        return generalized_box_iou_loss(input, target, self.eps, self.reduction, sample_weight, normalizer)
+        return generalized_box_iou_loss(
+            input, target, self.eps, self.reduction, sample_weight, normalizer, self.backend
+        )
 
 
+@declare(name="diou", function=distance_box_iou_loss, denominator=every_row, example=_boxes_example)
 class DIoULoss(_BoxLoss):
     """Distance IoU loss on ``(x1, y1, x2, y2)`` boxes; see
     :func:`~exportable_loss.functional.distance_box_iou_loss` (default reduction ``"mean"``,
@@ -326,9 +354,10 @@ class DIoULoss(_BoxLoss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
-        return distance_box_iou_loss(input, target, self.eps, self.reduction, sample_weight, normalizer)
+        return distance_box_iou_loss(input, target, self.eps, self.reduction, sample_weight, normalizer, self.backend)
 
 
+@declare(name="ciou", function=complete_box_iou_loss, denominator=every_row, example=_boxes_example)
 class CIoULoss(_BoxLoss):
     """Complete IoU loss on ``(x1, y1, x2, y2)`` boxes; see
     :func:`~exportable_loss.functional.complete_box_iou_loss` (default reduction ``"mean"``,
@@ -346,4 +375,4 @@ class CIoULoss(_BoxLoss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
-        return complete_box_iou_loss(input, target, self.eps, self.reduction, sample_weight, normalizer)
+        return complete_box_iou_loss(input, target, self.eps, self.reduction, sample_weight, normalizer, self.backend)

@@ -1,10 +1,42 @@
-"""Which formulation a loss call takes: primitive operators (TorchScript, ONNX export), the
-fused op (Triton kernels, or their reference off-GPU), or the fused ATen operators."""
+"""Where a loss call runs, and so which formulation it takes.
+
+The one set of context predicates of the package: a graph being captured (``torch.compile``,
+``torch.export``, tracing, ONNX export), a ``torch.func`` transform, plain eager mode; and the
+two dispatch decisions built on them: primitive operators (TorchScript, ONNX export) and the
+fused op (Triton kernels, or their PyTorch reference off-GPU).
+
+``torch.jit.is_scripting()`` stays inline at each call site: TorchScript only skips a block
+whose condition is that call itself.
+"""
 
 import torch
 from torch import Tensor
 
 from exportable_loss import triton_kernels as tk
+
+BACKENDS = ("torch", "triton", "auto")
+
+
+def capturing() -> bool:
+    """A graph is being captured: ``torch.compile``, ``torch.export``, ``torch.jit.trace`` or an
+    ONNX exporter. Reading a tensor's values here would break the graph or bake in a constant."""
+    return (
+        torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+        or torch.jit.is_tracing()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
+def under_torch_func() -> bool:
+    """A ``torch.func`` transform (vmap, grad, jacrev, ...) is running: no data-dependent Python
+    control flow, and custom ops without batching rules must be avoided."""
+    return torch._C._are_functorch_transforms_active()
+
+
+def eager() -> bool:
+    """Plain eager mode: the only place where a check may read tensor values (a device sync)."""
+    return not capturing() and not under_torch_func()
 
 
 def primitive_path() -> bool:

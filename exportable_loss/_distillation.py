@@ -17,11 +17,13 @@ import math
 from typing import Optional, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from exportable_loss import _checks
 from exportable_loss._base import _Loss
-from exportable_loss._reduction import REDUCTIONS, accumulation_dtype, reduce_loss
+from exportable_loss._numerics import accumulation_dtype, autocast_float32, softplus
+from exportable_loss._reduction import DENOMINATOR_DTYPE, REDUCTIONS, mean_denominator, reduce_loss
+from exportable_loss._registry import EXAMPLE_CLASSES, declare, example_class_indices
 from exportable_loss._targets import class_terms
 
 
@@ -39,7 +41,7 @@ def _check_inputs(
     _checks.check_floating("input", input)
     _checks.check_floating("target", target)
     _checks.check_device("target", target, input)
-    _checks.check_same_shape(input, target)
+    _checks.check_same_shapes(["input", "target"], [input, target])
     if label is not None:
         _checks.check_device("label", label, input)
         if label.is_floating_point() or label.is_complex() or label.dtype == torch.bool:
@@ -86,11 +88,6 @@ def _prologue(
     return x, y, valid, class_dim
 
 
-def _softplus(x: Tensor) -> Tensor:
-    # log(1 + exp(x)) without overflow; 0 (and a zero gradient) at x = -inf.
-    return torch.log1p(torch.exp(-torch.abs(x))) + torch.relu(x)
-
-
 def _kl_terms(log_a: Tensor, log_b: Tensor) -> Tensor:
     """Class terms of KL(A || B) from log-probabilities: ``exp(a) * (a - b)``, exactly 0 where
     ``a`` is ``-inf`` (gradients there are 0 too, not NaN)."""
@@ -112,7 +109,7 @@ def _mixture_terms(log_a: Tensor, log_b: Tensor, w: float) -> Tensor:
     b = torch.where(zero, torch.zeros_like(log_b), log_b)
     log_w = math.log(w)
     shift = math.log1p(-w) - log_w
-    terms = (-w) * torch.exp(a) * (log_w + _softplus(b - a + shift))
+    terms = (-w) * torch.exp(a) * (log_w + softplus(b - a + shift))
     return torch.where(zero, torch.zeros_like(terms), terms)
 
 
@@ -125,6 +122,7 @@ def jsd_loss(
     reduction: str = "mean",
     sample_weight: Optional[Tensor] = None,
     normalizer: Optional[Tensor] = None,
+    backend: str = "torch",
 ) -> Tensor:
     """Generalised Jensen-Shannon divergence between student and teacher log-probabilities.
 
@@ -148,6 +146,8 @@ def jsd_loss(
         reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"`` (see the reductions page).
         sample_weight: optional ``(N,)`` weights, one per sample.
         normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs this PyTorch code (the
+            loss has no fused kernel).
 
     Returns:
         The loss in ``input``'s dtype: ``"none"`` has the position shape (``input``'s without
@@ -162,9 +162,10 @@ def jsd_loss(
         tensor(0.3681)
     """
     if not torch.jit.is_scripting():
+        _checks.check_backend(backend)
         _check_inputs(input, target, label, reduction, sample_weight, normalizer)
         _check_beta(beta)
-        input, target = _checks.autocast_float32(input, target)
+        input, target = autocast_float32([input, target])
     out_dtype = input.dtype
     x, y, valid, class_dim = _prologue(input, target, label, ignore_index)
     if beta == 0.0:
@@ -189,6 +190,7 @@ def distillation_loss(
     reduction: str = "mean",
     sample_weight: Optional[Tensor] = None,
     normalizer: Optional[Tensor] = None,
+    backend: str = "torch",
 ) -> Tensor:
     """Knowledge distillation (Hinton et al., 2015): softened teacher KL plus hard-label cross entropy.
 
@@ -213,6 +215,8 @@ def distillation_loss(
         reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"`` (see the reductions page).
         sample_weight: optional ``(N,)`` weights, one per sample.
         normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs this PyTorch code (the
+            loss has no fused kernel).
 
     Returns:
         The loss in ``input``'s dtype: ``"none"`` has the position shape, ``"per_sample"`` is
@@ -227,9 +231,10 @@ def distillation_loss(
         tensor(0.2311)
     """
     if not torch.jit.is_scripting():
+        _checks.check_backend(backend)
         _check_inputs(input, target, label, reduction, sample_weight, normalizer)
         _check_temperature_alpha(temperature, alpha)
-        input, target = _checks.autocast_float32(input, target)
+        input, target = autocast_float32([input, target])
     if alpha != 1.0 and label is None:
         raise ValueError(f"alpha < 1 needs label for the hard-label term; got alpha={alpha} and no label")
     out_dtype = input.dtype
@@ -256,9 +261,34 @@ def distillation_loss(
     return reduce_loss(loss, reduction, sample_weight, normalizer, valid).to(out_dtype)
 
 
+def label_denominator(
+    module: nn.Module, label: Tensor, sample_weight: Optional[Tensor] = None, num_classes: Optional[int] = None
+) -> Tensor:
+    """The ``"mean"`` denominator of a per-position loss with an optional label: the positions
+    whose label is not ``module.ignore_index``, times their sample weights. A floating tensor is
+    taken as the teacher (no label): its positions, with the class dimension, all count."""
+    if label.is_floating_point():
+        positions = label.select(0 if label.dim() == 1 else 1, 0)
+        return mean_denominator(positions, sample_weight, dtype=DENOMINATOR_DTYPE)
+    valid = label != module.ignore_index
+    return mean_denominator(label, sample_weight, valid, dtype=DENOMINATOR_DTYPE)
+
+
+def _log_probs(n: int, g: torch.Generator) -> Tensor:
+    return torch.log_softmax(torch.randn(n, EXAMPLE_CLASSES, generator=g), 1)
+
+
 # Modules
 
 
+@declare(
+    name="jsd",
+    function=jsd_loss,
+    denominator=label_denominator,
+    denominator_arg="label",
+    example=lambda n, g: (_log_probs(n, g), _log_probs(n, g), example_class_indices(n, g)),
+    example_options=(("beta", 0.3),),
+)
 class JSDLoss(_Loss):
     """Generalised Jensen-Shannon divergence as Liger-Kernel's ``LigerJSD``; see
     :func:`functional.jsd_loss`. ``forward(input, target, label=None, sample_weight=None,
@@ -290,9 +320,23 @@ class JSDLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
-        return jsd_loss(input, target, label, self.beta, self.ignore_index, self.reduction, sample_weight, normalizer)
+        return jsd_loss(
+            input, target, label, self.beta, self.ignore_index, self.reduction, sample_weight, normalizer, self.backend
+        )
 
 
+@declare(
+    name="distillation",
+    function=distillation_loss,
+    denominator=label_denominator,
+    denominator_arg="label",
+    example=lambda n, g: (
+        torch.randn(n, EXAMPLE_CLASSES, generator=g),
+        torch.randn(n, EXAMPLE_CLASSES, generator=g),
+        example_class_indices(n, g),
+    ),
+    example_options=(("temperature", 2.0), ("alpha", 0.5)),
+)
 class DistillationLoss(_Loss):
     """Knowledge distillation (Hinton et al., 2015): ``alpha * T**2 * KL`` of the softened teacher
     and student plus ``(1 - alpha) *`` hard-label cross entropy; see
@@ -341,4 +385,5 @@ class DistillationLoss(_Loss):
             self.reduction,
             sample_weight,
             normalizer,
+            self.backend,
         )

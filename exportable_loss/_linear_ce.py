@@ -1,6 +1,6 @@
 """Fused linear cross entropy: classifier and cross entropy without materialising the logits."""
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -8,10 +8,11 @@ from torch import Tensor
 
 from exportable_loss import _checks
 from exportable_loss._base import _Loss
-from exportable_loss._dispatch import use_triton
-from exportable_loss._reduction import REDUCTIONS, reduce_loss
-from exportable_loss._targets import counted_targets
-from exportable_loss.functional import cross_entropy
+from exportable_loss._classification import class_denominator, cross_entropy
+from exportable_loss._dispatch import capturing, under_torch_func
+from exportable_loss._ops.linear_cross_entropy import fused_linear_cross_entropy
+from exportable_loss._reduction import REDUCTIONS
+from exportable_loss._registry import EXAMPLE_CLASSES, declare, example_class_indices
 
 
 def _check(
@@ -63,11 +64,8 @@ def _fused(input: Tensor, linear_weight: Tensor, target: Tensor) -> bool:
     if torch.jit.is_scripting():
         return False
     else:
-        if torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
-            return False
-        if not torch.compiler.is_compiling() and any(
-            torch._C._functorch.is_functorch_wrapped_tensor(t) for t in (input, linear_weight)
-        ):
+        compiling = torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+        if not compiling and (capturing() or under_torch_func()):
             return False
         return input.dim() > 1 and not target.requires_grad
 
@@ -129,6 +127,7 @@ def linear_cross_entropy(
     if not torch.jit.is_scripting():
         _check(input, linear_weight, target, linear_bias, chunk_size)
         _checks.check_reduction_args(reduction, input, input.dim() > 1, sample_weight, normalizer, REDUCTIONS)
+        _checks.check_backend(backend)
     if not _fused(input, linear_weight, target):
         logits = F.linear(input, linear_weight, linear_bias)
         if logits.dim() > 2:
@@ -139,65 +138,33 @@ def linear_cross_entropy(
             logits, target, weight, ignore_index, reduction, label_smoothing, sample_weight, normalizer,
             z_loss, logit_softcap,
         )  # fmt: skip
-    return _chunked(
+    return fused_linear_cross_entropy(
         input, linear_weight, target, linear_bias, weight, ignore_index, reduction, label_smoothing,
         sample_weight, normalizer, z_loss, logit_softcap, chunk_size, backend,
     )  # fmt: skip
 
 
-@torch.jit.unused
-def _chunked(
-    input: Tensor,
-    linear_weight: Tensor,
-    target: Tensor,
-    linear_bias: Optional[Tensor],
-    weight: Optional[Tensor],
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    sample_weight: Optional[Tensor],
-    normalizer: Optional[Tensor],
-    z_loss: float,
-    logit_softcap: Optional[float],
-    chunk_size: Optional[int],
-    backend: str,
-) -> Tensor:
-    """The chunked op and the reduction (never compiled by TorchScript: see :func:`_fused`)."""
-    out_dtype = input.dtype
-    device = input.device.type
-    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
-        # as the unfused form under autocast: the matmul in the autocast dtype, the loss in float32
-        low = torch.get_autocast_dtype(device)
-        input, linear_weight = input.to(low), linear_weight.to(low)
-        linear_bias = linear_bias.to(low) if linear_bias is not None else None
-        out_dtype = torch.float32
-    num_classes, hidden = linear_weight.shape[0], linear_weight.shape[1]
-    probabilities = target.is_floating_point()
-    rows_target = target.movedim(1, -1).reshape(-1, num_classes) if probabilities else target.reshape(-1).long()
-    loss, _, _ = torch.ops.exportable_loss.linear_cross_entropy_rows(
-        input.reshape(-1, hidden),
-        linear_weight,
-        linear_bias,
-        rows_target.contiguous(),
-        weight.contiguous() if weight is not None else None,
-        ignore_index,
-        label_smoothing,
-        z_loss,
-        0.0 if logit_softcap is None else logit_softcap,
-        0 if chunk_size is None else chunk_size,
-        use_triton(backend, input),
+def _example(n: int, g: torch.Generator) -> Tuple[Tensor, ...]:
+    return (
+        torch.randn(n, 3, 4, generator=g),
+        torch.randn(EXAMPLE_CLASSES, 4, generator=g),
+        example_class_indices(3 * n, g).view(n, 3),
+        torch.randn(EXAMPLE_CLASSES, generator=g),
     )
-    loss = loss.reshape(input.shape[:-1])
-    if probabilities:
-        return reduce_loss(loss, reduction, sample_weight, normalizer).to(out_dtype)
-    w = weight.to(loss.dtype) if weight is not None else None
-    valid, _, _, target_weight = counted_targets(target.long(), w, ignore_index, num_classes)
-    return reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight).to(out_dtype)
 
 
 # Modules
 
 
+@declare(
+    name="linear_cross_entropy",
+    function=linear_cross_entropy,
+    denominator=class_denominator,
+    kernel="cross_entropy",
+    example=_example,
+    example_options=(("label_smoothing", 0.1), ("chunk_size", 4)),
+    batched=(0, 2),
+)
 class FusedLinearCrossEntropyLoss(_Loss):
     """Classifier and cross entropy in one, without the ``(positions, C)`` logits in memory.
 

@@ -8,56 +8,17 @@ fused kernel: every backend runs this PyTorch formulation.
 """
 
 import math
-from typing import List, Optional, Union
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
 from exportable_loss import _checks
 from exportable_loss._base import _Loss
-from exportable_loss._reduction import REDUCTIONS, reduce_loss
-
-
-def _shapes(names: List[str], tensors: List[Tensor]) -> str:
-    return ", ".join(f"{n} {tuple(t.shape)}" for n, t in zip(names, tensors))
-
-
-def _check_same_shapes(names: List[str], tensors: List[Tensor]) -> None:
-    """Every tensor has the first one's shape; torch.nn would broadcast, we raise (SPEC "Shapes")."""
-    if any(t.shape != tensors[0].shape for t in tensors[1:]):
-        raise ValueError(
-            f"{', '.join(names[:-1])} and {names[-1]} must have the same shape (broadcasting is not done); "
-            f"got {_shapes(names, tensors)}"
-        )
-
-
-def _check_tensors(names: List[str], tensors: List[Tensor], floating: List[str]) -> None:
-    for name, t in zip(names, tensors):
-        if not isinstance(t, Tensor):
-            raise ValueError(f"{name} must be a tensor; got {type(t).__name__}")
-        _checks.check_device(name, t, tensors[0])
-        if name in floating:
-            _checks.check_floating(name, t)
-        elif t.dtype == torch.bool or t.is_complex():
-            raise ValueError(f"{name} must have a real, non-bool dtype; got {t.dtype}")
-
-
-def _autocast_float32(tensors: List[Tensor]) -> List[Tensor]:
-    """Under torch.autocast, losses compute in float32 as torch.nn's do."""
-    device = tensors[0].device.type
-    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
-        return [t.float() if t.is_floating_point() else t for t in tensors]
-    return tensors
-
-
-def _eager_mode() -> bool:
-    """False while a graph is captured (compile, export, tracing, ONNX export) or a torch.func
-    transform runs: there a value-dependent check would sync, break the graph or fail."""
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
-        return False
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-        return False
-    return not torch._C._are_functorch_transforms_active()
+from exportable_loss._dispatch import eager
+from exportable_loss._numerics import autocast_float32
+from exportable_loss._reduction import REDUCTIONS, every_element, every_row, reduce_loss
+from exportable_loss._registry import declare
 
 
 def poisson_nll_loss(
@@ -69,6 +30,7 @@ def poisson_nll_loss(
     reduction: str = "mean",
     sample_weight: Optional[Tensor] = None,
     normalizer: Optional[Tensor] = None,
+    backend: str = "torch",
 ) -> Tensor:
     """Poisson negative log likelihood, as ``torch.nn.functional.poisson_nll_loss``.
 
@@ -89,6 +51,8 @@ def poisson_nll_loss(
         reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"`` (see the reductions page).
         sample_weight: optional ``(N,)`` weights, one per sample.
         normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs this PyTorch code (the
+            loss has no fused kernel).
 
     Returns:
         The loss in ``input``'s dtype: ``"none"`` has ``input``'s shape, ``"per_sample"`` is
@@ -100,7 +64,9 @@ def poisson_nll_loss(
         tensor([1.2412, 5.2044])
     """
     if not torch.jit.is_scripting():
-        input, target = _checks.prepare_pointwise(input, target, reduction, sample_weight, normalizer, REDUCTIONS)
+        input, target = _checks.prepare_pointwise(
+            input, target, reduction, sample_weight, normalizer, REDUCTIONS, backend
+        )
     if log_input:
         loss = torch.exp(input) - target * input
     else:
@@ -117,15 +83,15 @@ def poisson_nll_loss(
 
 def _check_gaussian(input: Tensor, target: Tensor, var: Union[Tensor, float]) -> None:
     """torch.nn's shape rules for var, with ValueErrors naming the shapes (metadata only)."""
-    _check_tensors(["input", "target"], [input, target], ["input"])
-    _check_same_shapes(["input", "target"], [input, target])
+    _checks.check_tensors(["input", "target"], [input, target], ["input"])
+    _checks.check_same_shapes(["input", "target"], [input, target])
     if not isinstance(var, Tensor):
         if not isinstance(var, (float, int)) or isinstance(var, bool):
             raise ValueError(f"var must be a tensor or a float; got {type(var).__name__}")
         if var < 0:
             raise ValueError(f"var must be non-negative; got {var}")
         return
-    _check_tensors(["input", "var"], [input, var], ["input", "var"])
+    _checks.check_tensors(["input", "var"], [input, var], ["input", "var"])
     if var.shape == input.shape or var.shape == input.shape[:-1]:
         return
     # torch.nn: same rank, and the sizes of var where it differs from input sum to 1 (one
@@ -151,6 +117,7 @@ def gaussian_nll_loss(
     sample_weight: Optional[Tensor] = None,
     normalizer: Optional[Tensor] = None,
     validate: bool = True,
+    backend: str = "torch",
 ) -> Tensor:
     """Gaussian negative log likelihood, as ``torch.nn.functional.gaussian_nll_loss``.
 
@@ -175,6 +142,8 @@ def gaussian_nll_loss(
         reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"`` (see the reductions page).
         sample_weight: optional ``(N,)`` weights, one per sample.
         normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs this PyTorch code (the
+            loss has no fused kernel).
 
     Returns:
         The loss in ``input``'s dtype: ``"none"`` has ``input``'s shape, ``"per_sample"`` is
@@ -186,14 +155,15 @@ def gaussian_nll_loss(
         tensor([-0.2216,  0.8778])
     """
     if not torch.jit.is_scripting():
+        _checks.check_backend(backend)
         _check_gaussian(input, target, var)
         _checks.check_reduction_args(reduction, input, input.dim() > 0, sample_weight, normalizer, REDUCTIONS)
         if isinstance(var, Tensor):
-            if validate and var.device.type != "meta" and _eager_mode() and bool((var < 0).any()):
+            if validate and var.device.type != "meta" and eager() and bool((var < 0).any()):
                 raise ValueError("var must be non-negative; it holds a negative entry")
-            input, target, var = _autocast_float32([input, target, var])
+            input, target, var = autocast_float32([input, target, var])
         else:
-            input, target = _autocast_float32([input, target])
+            input, target = autocast_float32([input, target])
     if isinstance(var, Tensor):
         v = var
         if v.dim() != input.dim():
@@ -219,6 +189,7 @@ def margin_ranking_loss(
     reduction: str = "mean",
     sample_weight: Optional[Tensor] = None,
     normalizer: Optional[Tensor] = None,
+    backend: str = "torch",
 ) -> Tensor:
     """Margin ranking loss ``max(0, -target * (input1 - input2) + margin)``.
 
@@ -234,6 +205,8 @@ def margin_ranking_loss(
         reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"`` (see the reductions page).
         sample_weight: optional ``(N,)`` weights, one per sample.
         normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs this PyTorch code (the
+            loss has no fused kernel).
 
     Returns:
         The loss in ``input1``'s dtype: ``"none"`` has ``input1``'s shape, ``"per_sample"`` is
@@ -245,11 +218,12 @@ def margin_ranking_loss(
         tensor([0.2000, 0.8000])
     """
     if not torch.jit.is_scripting():
+        _checks.check_backend(backend)
         names = ["input1", "input2", "target"]
-        _check_tensors(names, [input1, input2, target], ["input1", "input2"])
-        _check_same_shapes(names, [input1, input2, target])
+        _checks.check_tensors(names, [input1, input2, target], ["input1", "input2"])
+        _checks.check_same_shapes(names, [input1, input2, target])
         _checks.check_reduction_args(reduction, input1, input1.dim() > 0, sample_weight, normalizer, REDUCTIONS)
-        input1, input2, target = _autocast_float32([input1, input2, target])
+        input1, input2, target = autocast_float32([input1, input2, target])
     # clamp_min, not relu: a term exactly at the hinge passes its gradient, as in ATen.
     loss = (-target * (input1 - input2) + margin).clamp_min(0)
     return reduce_loss(loss, reduction, sample_weight, normalizer)
@@ -271,6 +245,7 @@ def triplet_margin_loss(
     reduction: str = "mean",
     sample_weight: Optional[Tensor] = None,
     normalizer: Optional[Tensor] = None,
+    backend: str = "torch",
 ) -> Tensor:
     """Triplet margin loss ``max(0, margin + d(anchor, positive) - d(anchor, negative))``.
 
@@ -292,6 +267,8 @@ def triplet_margin_loss(
             shape has a dimension).
         sample_weight: optional ``(N,)`` weights, one per sample.
         normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs this PyTorch code (the
+            loss has no fused kernel).
 
     Returns:
         The loss in ``anchor``'s dtype: ``"none"`` is ``(N,)`` (0-dim for an unbatched input),
@@ -303,14 +280,15 @@ def triplet_margin_loss(
         tensor([0.0000, 1.0000])
     """
     if not torch.jit.is_scripting():
+        _checks.check_backend(backend)
         if not margin > 0:
             raise ValueError(f"margin must be greater than 0; got {margin}")
         names = ["anchor", "positive", "negative"]
         tensors = [anchor, positive, negative]
-        _check_tensors(names, tensors, names)
-        _check_same_shapes(names, tensors)
+        _checks.check_tensors(names, tensors, names)
+        _checks.check_same_shapes(names, tensors)
         _checks.check_reduction_args(reduction, anchor, anchor.dim() > 1, sample_weight, normalizer, REDUCTIONS)
-        anchor, positive, negative = _autocast_float32(tensors)
+        anchor, positive, negative = autocast_float32(tensors)
     dist_pos = _pairwise_distance(anchor, positive, p, eps)
     dist_neg = _pairwise_distance(anchor, negative, p, eps)
     if swap:
@@ -327,6 +305,7 @@ def cosine_embedding_loss(
     reduction: str = "mean",
     sample_weight: Optional[Tensor] = None,
     normalizer: Optional[Tensor] = None,
+    backend: str = "torch",
 ) -> Tensor:
     """Cosine embedding loss, as ``torch.nn.functional.cosine_embedding_loss``.
 
@@ -343,6 +322,8 @@ def cosine_embedding_loss(
         reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"`` (see the reductions page).
         sample_weight: optional ``(N,)`` weights, one per sample.
         normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs this PyTorch code (the
+            loss has no fused kernel).
 
     Returns:
         The loss in ``input1``'s dtype: ``"none"`` and ``"per_sample"`` are ``(N,)`` (``"none"``
@@ -354,21 +335,22 @@ def cosine_embedding_loss(
         tensor([0.2929, 0.4986])
     """
     if not torch.jit.is_scripting():
+        _checks.check_backend(backend)
         names = ["input1", "input2", "target"]
-        _check_tensors(names, [input1, input2, target], ["input1", "input2"])
+        _checks.check_tensors(names, [input1, input2, target], ["input1", "input2"])
         if target.dim() > 1 or input1.dim() != target.dim() + 1:
             raise ValueError(
                 "cosine_embedding_loss takes input1 and input2 of shape (N, D) with target (N,), or (D,) "
-                f"with a 0-dim target; got {_shapes(names, [input1, input2, target])}"
+                f"with a 0-dim target; got {_checks.shapes(names, [input1, input2, target])}"
             )
-        _check_same_shapes(names[:2], [input1, input2])
+        _checks.check_same_shapes(names[:2], [input1, input2])
         if target.shape != input1.shape[:-1]:
             raise ValueError(
                 f"target must have shape {tuple(input1.shape[:-1])}, one label per row of input1 "
-                f"(broadcasting is not done); got {_shapes(names, [input1, input2, target])}"
+                f"(broadcasting is not done); got {_checks.shapes(names, [input1, input2, target])}"
             )
         _checks.check_reduction_args(reduction, input1, input1.dim() > 1, sample_weight, normalizer, REDUCTIONS)
-        input1, input2, target = _autocast_float32([input1, input2, target])
+        input1, input2, target = autocast_float32([input1, input2, target])
     dim = input1.dim() - 1
     prod_sum = (input1 * input2).sum(dim)
     # ATen's EPSILON, added to each squared magnitude (a literal: TorchScript takes no float globals)
@@ -382,9 +364,20 @@ def cosine_embedding_loss(
     return reduce_loss(loss, reduction, sample_weight, normalizer)
 
 
+def _signs(n: int, g: torch.Generator) -> Tensor:
+    return torch.randint(0, 2, (n,), generator=g).float() * 2 - 1
+
+
 # Modules
 
 
+@declare(
+    name="poisson_nll",
+    function=poisson_nll_loss,
+    denominator=every_element,
+    example=lambda n, g: (torch.randn(n, 3, generator=g), torch.poisson(torch.full((n, 3), 2.0), generator=g)),
+    example_options=(("full", True),),
+)
 class PoissonNLLLoss(_Loss):
     """Poisson negative log likelihood, as ``torch.nn.PoissonNLLLoss``; see
     :func:`functional.poisson_nll_loss`. ``forward(input, target, sample_weight=None,
@@ -420,10 +413,20 @@ class PoissonNLLLoss(_Loss):
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
         return poisson_nll_loss(
-            input, target, self.log_input, self.full, self.eps, self.reduction, sample_weight, normalizer
+            input, target, self.log_input, self.full, self.eps, self.reduction, sample_weight, normalizer, self.backend
         )
 
 
+@declare(
+    name="gaussian_nll",
+    function=gaussian_nll_loss,
+    denominator=every_element,
+    example=lambda n, g: (
+        torch.randn(n, 3, generator=g),
+        torch.randn(n, 3, generator=g),
+        torch.rand(n, 3, generator=g) + 0.1,
+    ),
+)
 class GaussianNLLLoss(_Loss):
     """Gaussian negative log likelihood, as ``torch.nn.GaussianNLLLoss``; see
     :func:`functional.gaussian_nll_loss` (shapes of ``var``, and ``validate``: the eager-only
@@ -462,10 +465,26 @@ class GaussianNLLLoss(_Loss):
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
         return gaussian_nll_loss(
-            input, target, var, self.full, self.eps, self.reduction, sample_weight, normalizer, self.validate
+            input,
+            target,
+            var,
+            self.full,
+            self.eps,
+            self.reduction,
+            sample_weight,
+            normalizer,
+            self.validate,
+            self.backend,
         )
 
 
+@declare(
+    name="margin_ranking",
+    function=margin_ranking_loss,
+    denominator=every_element,
+    example=lambda n, g: (torch.randn(n, generator=g), torch.randn(n, generator=g), _signs(n, g)),
+    example_options=(("margin", 0.5),),
+)
 class MarginRankingLoss(_Loss):
     """Margin ranking loss, as ``torch.nn.MarginRankingLoss``; see
     :func:`functional.margin_ranking_loss`. ``forward(input1, input2, target,
@@ -498,9 +517,18 @@ class MarginRankingLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
-        return margin_ranking_loss(input1, input2, target, self.margin, self.reduction, sample_weight, normalizer)
+        return margin_ranking_loss(
+            input1, input2, target, self.margin, self.reduction, sample_weight, normalizer, self.backend
+        )
 
 
+@declare(
+    name="triplet_margin",
+    function=triplet_margin_loss,
+    denominator=every_row,
+    denominator_arg="anchor",
+    example=lambda n, g: tuple(torch.randn(n, 4, generator=g) for _ in range(3)),
+)
 class TripletMarginLoss(_Loss):
     """Triplet margin loss, as ``torch.nn.TripletMarginLoss``; see
     :func:`functional.triplet_margin_loss`. ``forward(anchor, positive, negative,
@@ -553,9 +581,17 @@ class TripletMarginLoss(_Loss):
             self.reduction,
             sample_weight,
             normalizer,
+            self.backend,
         )
 
 
+@declare(
+    name="cosine_embedding",
+    function=cosine_embedding_loss,
+    denominator=every_element,
+    example=lambda n, g: (torch.randn(n, 4, generator=g), torch.randn(n, 4, generator=g), _signs(n, g)),
+    example_options=(("margin", 0.2),),
+)
 class CosineEmbeddingLoss(_Loss):
     """Cosine embedding loss, as ``torch.nn.CosineEmbeddingLoss``; see
     :func:`functional.cosine_embedding_loss`. ``forward(input1, input2, target,
@@ -589,4 +625,6 @@ class CosineEmbeddingLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
-        return cosine_embedding_loss(input1, input2, target, self.margin, self.reduction, sample_weight, normalizer)
+        return cosine_embedding_loss(
+            input1, input2, target, self.margin, self.reduction, sample_weight, normalizer, self.backend
+        )

@@ -8,17 +8,15 @@ module applies the sample weights and reduces; see SPEC "Reductions".
 from typing import List, Optional
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from exportable_loss._numerics import accumulation_dtype
 
 REDUCTIONS = ("none", "per_sample", "mean", "sum")
 KL_REDUCTIONS = REDUCTIONS + ("batchmean",)
-
-
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32 for the half types (so sums cannot overflow), else the dtype itself."""
-    if dtype == torch.float16 or dtype == torch.bfloat16:
-        return torch.float32
-    return dtype
+# Denominators computed ahead of the forward pass (exportable_loss.distributed) stay exact
+# counts far beyond float32's 2**24.
+DENOMINATOR_DTYPE = torch.float64
 
 
 def _safe_divide(total: Tensor, denominator: Tensor) -> Tensor:
@@ -118,3 +116,20 @@ def mean_denominator(
         per_sample_count = loss.numel() // loss.shape[0] if loss.shape[0] > 0 else 1
         return s.sum(dtype=acc) * per_sample_count
     return torch.full((), loss.numel(), dtype=acc, device=loss.device)
+
+
+def every_element(
+    module: nn.Module, target: Tensor, sample_weight: Optional[Tensor] = None, num_classes: Optional[int] = None
+) -> Tensor:
+    """The ``"mean"`` denominator of a loss whose element-wise term has ``target``'s shape and
+    counts everywhere: the elements, each sample's times its weight."""
+    return mean_denominator(target, sample_weight, dtype=DENOMINATOR_DTYPE)
+
+
+def every_row(
+    module: nn.Module, target: Tensor, sample_weight: Optional[Tensor] = None, num_classes: Optional[int] = None
+) -> Tensor:
+    """The ``"mean"`` denominator of a loss with one term per row of ``target`` (its last
+    dimension holds a box, an embedding, a class distribution): the rows, times their weights."""
+    rows = target.select(-1, 0) if target.dim() > 0 else target
+    return mean_denominator(rows, sample_weight, dtype=DENOMINATOR_DTYPE)

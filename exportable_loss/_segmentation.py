@@ -9,11 +9,13 @@ MONAI's ``DiceLoss`` and segmentation_models_pytorch's ``DiceLoss`` with the sam
 from typing import List, Optional, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from exportable_loss import _checks
-from exportable_loss._base import BACKENDS, _Loss
-from exportable_loss._reduction import REDUCTIONS, accumulation_dtype, reduce_loss
+from exportable_loss._base import _Loss
+from exportable_loss._numerics import accumulation_dtype, autocast_float32
+from exportable_loss._reduction import DENOMINATOR_DTYPE, REDUCTIONS, mean_denominator, reduce_loss
+from exportable_loss._registry import declare
 
 MODES = ("multiclass", "multilabel")
 
@@ -60,7 +62,7 @@ def _prologue(
     backend: str,
 ) -> Tuple[Tensor, Tensor]:
     """Eager checks (metadata only) of the tensors; the options are checked by the caller."""
-    _checks.check_choice("backend", backend, BACKENDS)
+    _checks.check_backend(backend)
     _checks.check_floating("input", input)
     if input.dim() < 2:
         raise ValueError(f"input must have shape (N, C) or (N, C, d1, ..., dk); got {tuple(input.shape)}")
@@ -75,9 +77,10 @@ def _prologue(
         _checks.check_device("target", target, input)
         if target.is_complex():
             raise ValueError(f"target must be real (a mask or probabilities in [0, 1]); got dtype {target.dtype}")
-        _checks.check_same_shape(input, target)
+        _checks.check_same_shapes(["input", "target"], [input, target])
     _checks.check_reduction_args(reduction, input, True, sample_weight, normalizer, REDUCTIONS)
-    return _checks.autocast_float32(input, target)
+    input, target = autocast_float32([input, target])
+    return input, target
 
 
 def _spatial_sum(x: Tensor, dims: List[int], dtype: torch.dtype) -> Tensor:
@@ -364,9 +367,52 @@ def dice_loss(
     )
 
 
+def pair_denominator(
+    module: nn.Module, target: Tensor, sample_weight: Optional[Tensor] = None, num_classes: Optional[int] = None
+) -> Tensor:
+    """The ``"mean"`` denominator with ``per_image=True``: the (image, class) pairs with a counted
+    position, times their image's sample weight. Class-index targets do not say how many classes
+    there are: ``num_classes`` does. ``per_image=False`` has no such denominator."""
+    if not module.per_image:
+        raise ValueError(
+            "per_image=False sums the statistics over the whole batch before the loss, so its mean "
+            "cannot be split across micro-batches or ranks; use per_image=True, or one loss call per step"
+        )
+    n = target.shape[0]
+    if module.mode == "multilabel":
+        valid = target != module.ignore_index  # (N, C, ...)
+        counted = valid.flatten(2).any(-1) if valid.dim() > 2 else valid
+    elif target.is_floating_point():  # class probabilities (N, C, ...): every pair counts
+        positions = 1
+        for size in target.shape[2:]:
+            positions *= size
+        counted = torch.full((n, target.shape[1]), positions > 0, dtype=torch.bool, device=target.device)
+    else:
+        if num_classes is None:
+            raise ValueError(
+                f"{type(module).__name__} with class-index targets needs num_classes (the classes of the "
+                "input, which the target does not show) for its mean's denominator"
+            )
+        valid = target != module.ignore_index  # (N, ...)
+        image = valid.flatten(1).any(-1) if valid.dim() > 1 else valid
+        counted = image.unsqueeze(1).expand(n, num_classes)
+    if not module.include_background:
+        counted = counted[:, 1:]
+    return mean_denominator(counted, sample_weight, counted, dtype=DENOMINATOR_DTYPE)
+
+
+def _index_example(n: int, g: torch.Generator) -> Tuple[Tensor, ...]:
+    return torch.randn(n, 3, 4, 4, generator=g), torch.randint(0, 3, (n, 4, 4), generator=g)
+
+
+def _mask_example(n: int, g: torch.Generator) -> Tuple[Tensor, ...]:
+    return torch.randn(n, 3, 4, 4, generator=g), (torch.rand(n, 3, 4, 4, generator=g) > 0.5).float()
+
+
 # Modules
 
 
+@declare(name="dice", function=dice_loss, denominator=pair_denominator, example=_index_example)
 class DiceLoss(_Loss):
     """Soft Dice loss on segmentation logits; see :func:`exportable_loss.functional.dice_loss`.
 
@@ -430,6 +476,13 @@ class DiceLoss(_Loss):
         )
 
 
+@declare(
+    name="focal_tversky",
+    function=tversky_loss,
+    denominator=pair_denominator,
+    example=_mask_example,
+    example_options=(("alpha", 0.3), ("beta", 0.7), ("gamma", 0.75), ("mode", "multilabel")),
+)
 class TverskyLoss(_Loss):
     """Tversky and focal Tversky loss on segmentation logits; see
     :func:`exportable_loss.functional.tversky_loss`.

@@ -24,41 +24,52 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from exportable_loss._reduction import mean_denominator
-from exportable_loss._targets import counted_targets
-from exportable_loss.losses import CrossEntropyLoss, KLDivLoss, NLLLoss
-
-DENOMINATOR_DTYPE = torch.float64  # counts stay exact far beyond float32's 2**24
+from exportable_loss._reduction import DENOMINATOR_DTYPE
+from exportable_loss._registry import spec_of
 
 
-def denominator(loss_fn: nn.Module, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tensor:
-    """What ``loss_fn(input, target, sample_weight)`` divides by with ``reduction="mean"``
-    (``"batchmean"`` for KL): a 0-dim float64 tensor on ``target``'s device.
+def denominator(
+    loss_fn: nn.Module, target: Tensor, sample_weight: Optional[Tensor] = None, num_classes: Optional[int] = None
+) -> Tensor:
+    """What ``loss_fn`` divides its loss sum by with ``reduction="mean"`` (``"batchmean"`` for
+    KL), for one micro-batch: a 0-dim float64 tensor on ``target``'s device.
 
-    Only the target is needed (the input of an element-wise loss has the target's shape), so
-    the denominator of a whole step is known before any forward pass.
+    It reads only what is known before the forward pass, so the denominator of a whole step is
+    known before any forward pass. Each loss declares its own (its ``spec.denominator``): the
+    class weights of the counted targets for cross entropy, the counted positions for the
+    losses with ``ignore_index``, the (image, class) pairs for Dice and Tversky, the elements or
+    rows for the others, each sample's times its weight.
 
     Args:
-        loss_fn: a loss module of this library.
-        target: the micro-batch's target.
+        loss_fn: a loss module of this library (``TypeError`` for any other module).
+        target: the micro-batch's forward argument named ``loss_fn.spec.denominator_arg``:
+            ``target`` for most losses, ``label`` for ``JSDLoss`` and ``DistillationLoss`` (or
+            their ``target`` when they are called without a label), ``anchor`` for
+            ``TripletMarginLoss``.
         sample_weight: its ``(N,)`` sample weights, if the loss call passes them.
+        num_classes: the input's number of classes, needed only where the target does not show
+            it (``DiceLoss``/``TverskyLoss`` with class-index targets).
+
+    Raises:
+        TypeError: ``loss_fn`` is not a loss of this library.
+        ValueError: the loss's mean cannot be split across micro-batches (``DiceLoss`` and
+            ``TverskyLoss`` with ``per_image=False``), or ``sample_weight`` has the wrong shape.
 
     Example:
         >>> from exportable_loss import MSELoss
         >>> denominator(MSELoss(), torch.zeros(4, 3), sample_weight=torch.full((4,), 0.5))
         tensor(6., dtype=torch.float64)
     """
-    if isinstance(loss_fn, KLDivLoss) and loss_fn.reduction == "batchmean":
-        return torch.full((), target.shape[0] if target.dim() else 1, dtype=DENOMINATOR_DTYPE, device=target.device)
-    if isinstance(loss_fn, (CrossEntropyLoss, NLLLoss)):
-        if target.is_floating_point():  # class probabilities: every position counts
-            positions = target.select(1, 0) if target.dim() > 1 else target.sum()
-            return mean_denominator(positions, sample_weight, dtype=DENOMINATOR_DTYPE)
-        weight = loss_fn.weight.to(DENOMINATOR_DTYPE) if loss_fn.weight is not None else None
-        num_classes = weight.shape[0] if weight is not None else 0  # only bounds the weight lookup
-        valid, _, _, position_weight = counted_targets(target.long(), weight, loss_fn.ignore_index, num_classes)
-        return mean_denominator(target, sample_weight, valid, position_weight, DENOMINATOR_DTYPE)
-    return mean_denominator(target, sample_weight, dtype=DENOMINATOR_DTYPE)
+    spec = spec_of(loss_fn)
+    if sample_weight is not None:
+        batch = target.shape[0] if target.dim() > 0 else None
+        if batch is None or tuple(sample_weight.shape) != (batch,):
+            raise ValueError(
+                f"sample_weight must have shape ({batch},), one weight per sample of {spec.denominator_arg} "
+                f"{tuple(target.shape)}; got {tuple(sample_weight.shape)}"
+            )
+    total = spec.denominator(loss_fn, target, sample_weight, num_classes)
+    return total.to(DENOMINATOR_DTYPE)
 
 
 def step_normalizer(
@@ -67,6 +78,7 @@ def step_normalizer(
     sample_weights: Optional[Sequence[Optional[Tensor]]] = None,
     process_group: Optional[dist.ProcessGroup] = None,
     average_across_ranks: bool = True,
+    num_classes: Optional[int] = None,
 ) -> Tensor:
     """The ``normalizer`` for every micro-batch of one optimizer step on this rank.
 
@@ -75,12 +87,13 @@ def step_normalizer(
 
     Args:
         loss_fn: the loss module (``reduction="mean"`` or KL's ``"batchmean"``).
-        targets: this rank's micro-batch targets.
+        targets: this rank's micro-batch targets (the argument :func:`denominator` reads).
         sample_weights: their sample weights (None entries where a micro-batch has none).
         process_group: the data-parallel group (default: the world).
         average_across_ranks: True where gradients are averaged over the ranks (DDP, FSDP2):
             the global denominator is divided by the world size to undo that average. False
             where they are summed.
+        num_classes: as for :func:`denominator`.
 
     Returns:
         A 0-dim float64 tensor to pass as ``normalizer``.
@@ -98,7 +111,12 @@ def step_normalizer(
         raise ValueError(f"sample_weights must have one entry per target; got {len(sample_weights)} for {len(targets)}")
     if not targets:
         raise ValueError("targets must hold at least one micro-batch target")
-    total = torch.stack([denominator(loss_fn, t, s) for t, s in zip(targets, sample_weights)]).sum()
+    if getattr(loss_fn, "reduction", None) not in ("mean", "batchmean"):
+        raise ValueError(
+            "step_normalizer is the normalizer of reduction='mean' (or KL's 'batchmean'); got a loss with "
+            f"reduction={getattr(loss_fn, 'reduction', None)!r}"
+        )
+    total = torch.stack([denominator(loss_fn, t, s, num_classes) for t, s in zip(targets, sample_weights)]).sum()
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(total, op=dist.ReduceOp.SUM, group=process_group)
         if average_across_ranks:

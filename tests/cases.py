@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import exportable_loss as el
+from exportable_loss._registry import LossSpec
 
 BASE = ("none", "per_sample", "mean", "sum")
 # Feature sizes stay below every batch size the tests use (>= 6), so torch.compile's duck
@@ -270,8 +271,6 @@ def spec_reduce(
     return torch.zeros((), dtype=torch.float64) if d == 0 else total / d
 
 
-# The cases whose loss has Triton kernels (NLL stays on the torch path).
-FUSED = tuple(name for name in CASES if name != "nll")
 # Cases that take every (reduction, weighting) pair through the slow paths (compile, export,
 # ONNX); the others take one weighting per reduction (see path_combos).
 REPRESENTATIVE = ("ce_weight_ls_spatial", "bce_logits", "kl")
@@ -287,6 +286,19 @@ for _case in _DETECTION + _DISTILLATION + _LINEAR_CE + _PROBABILISTIC + _SEGMENT
     if _case.name in CASES:
         raise ValueError(f"duplicate case name {_case.name!r}")
     CASES[_case.name] = _case
+
+
+def loss_spec(case: Case) -> LossSpec:
+    """The declaration of the library loss a case tests (the case's module may wrap it)."""
+    for m in case.make("mean").modules():
+        spec = getattr(type(m), "spec", None)
+        if isinstance(spec, LossSpec):
+            return spec
+    raise ValueError(f"case {case.name!r} builds no loss of the library")
+
+
+# The cases whose loss declares a Triton kernel.
+FUSED = tuple(name for name, case in CASES.items() if loss_spec(case).kernel is not None)
 
 
 def arity(case: Case) -> int:

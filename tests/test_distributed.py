@@ -150,3 +150,88 @@ def test_step_normalizer_single_process_and_argument_errors():
     assert torch.allclose(n, sum(denominator(loss_fn, t, s) for _, t, s in data))
     with pytest.raises(ValueError, match="one entry per target; got 1 for 4"):
         step_normalizer(loss_fn, [t for _, t, _ in data], [None])
+
+
+# ---------------------------------------------------------------- every loss of the library
+
+from cases import CASES, cast, loss_spec, make_inputs  # noqa: E402
+
+from exportable_loss._registry import specs  # noqa: E402
+
+SPLITS = ((0, 2), (2, 5), (5, 9))  # three micro-batches of 2, 3 and 4 samples (n = 9)
+
+
+def _forward_arg(module, name, count):
+    """Index of forward's argument ``name`` among its first ``count`` (None if not among them)."""
+    import inspect
+
+    params = [p for p in inspect.signature(module.forward).parameters if p != "self"]
+    index = params.index(name) if name in params else None
+    return index if index is not None and index < count else None
+
+
+def _mean_variants(case):
+    return ["mean"] + (["batchmean"] if "batchmean" in case.reductions else [])
+
+
+def _micro_batch_case(case, reduction, data, s):
+    """(whole-batch loss, sum over micro-batches with step_normalizer) and their gradients."""
+    module = case.make(reduction)
+    spec = loss_spec(case)
+    count = len(data)
+    arg = _forward_arg(module, spec.denominator_arg, count)
+    if arg is None:  # a distillation loss called without its label: the teacher stands for it
+        arg = _forward_arg(module, "target", count)
+    leaves = [a for a in data if a.requires_grad]
+    num_classes = data[0].shape[1] if data[0].dim() > 1 else None
+
+    def part(lo, hi):
+        return tuple(a[lo:hi] if case.is_batched(i) else a for i, a in enumerate(data)), s[lo:hi]
+
+    parts = [part(lo, hi) for lo, hi in SPLITS]
+    loss_fn = [m for m in module.modules() if isinstance(getattr(type(m), "spec", None), type(spec))][0]
+    normalizer = step_normalizer(loss_fn, [p[arg] for p, _ in parts], [w for _, w in parts], num_classes=num_classes)
+    whole = module(*data, sample_weight=s)
+    accumulated = sum(module(*p, sample_weight=w, normalizer=normalizer) for p, w in parts)
+    return (
+        (whole, torch.autograd.grad(whole, leaves)),
+        (accumulated, torch.autograd.grad(accumulated, leaves)),
+    )
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_micro_batches_with_step_normalizer_sum_to_the_whole_batch(name):
+    """For every loss: micro-batches of 2, 3 and 4 samples with their own ignore patterns and
+    sample weights (zeros included), each divided by the step's denominator, sum to the loss of
+    the whole batch, and their gradients to its gradients (float64, so exact up to rounding)."""
+    case = CASES[name]
+    data = cast(make_inputs(case, 9, seed=5), torch.float64)
+    s = torch.rand(9, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2
+    s[3] = 0.0
+    for reduction in _mean_variants(case):
+        if getattr(case.make(reduction), "per_image", True) is False:
+            with pytest.raises(ValueError, match="per_image=False"):
+                _micro_batch_case(case, reduction, data, s)
+            continue
+        (whole, whole_grads), (acc, acc_grads) = _micro_batch_case(case, reduction, data, s)
+        torch.testing.assert_close(acc, whole, rtol=1e-10, atol=1e-12)
+        for got, want in zip(acc_grads, whole_grads):
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_every_loss_has_a_micro_batch_case():
+    assert {loss_spec(c).name for c in CASES.values()} == set(specs())
+
+
+def test_denominator_refuses_what_it_cannot_split():
+    with pytest.raises(TypeError, match="Linear is not a loss of exportable-loss"):
+        denominator(nn.Linear(2, 2), torch.zeros(3))
+    with pytest.raises(ValueError, match="per_image=False"):
+        denominator(el.DiceLoss(per_image=False), torch.zeros(2, 4, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="needs num_classes"):
+        denominator(el.DiceLoss(), torch.zeros(2, 4, 4, dtype=torch.long))
+    assert denominator(el.DiceLoss(), torch.zeros(2, 4, 4, dtype=torch.long), num_classes=3).item() == 6.0
+    with pytest.raises(ValueError, match=r"sample_weight must have shape \(3,\)"):
+        denominator(el.MSELoss(), torch.zeros(3, 2), torch.ones(2))
+    with pytest.raises(ValueError, match="reduction='mean'"):
+        step_normalizer(el.MSELoss(reduction="sum"), [torch.zeros(3)])

@@ -11,8 +11,8 @@ from torch import nn
 
 import exportable_loss as el
 from exportable_loss import functional as LF
-from exportable_loss._ops import auto_chunk_rows
-from exportable_loss.bench_linear_ce import working_memory
+from exportable_loss._ops.linear_cross_entropy import auto_chunk_rows
+from exportable_loss.bench.linear_ce import working_memory
 
 RTOL, ATOL = 1e-5, 1e-5
 

@@ -12,6 +12,10 @@ import torch
 
 _modules: dict = {}
 
+# The element-wise losses of the pointwise kernel, in the order of its KIND constexpr: the one
+# table the kernel, its PyTorch reference and the fused op's argument check read.
+POINTWISE_KINDS = ("mse", "l1", "smooth_l1", "huber", "bce_logits", "kl", "kl_log_target", "focal")
+
 
 def triton_importable() -> bool:
     return importlib.util.find_spec("triton") is not None

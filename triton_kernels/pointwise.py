@@ -11,9 +11,9 @@ import torch
 import triton
 import triton.language as tl
 
-KINDS = {
-    name: i for i, name in enumerate(("mse", "l1", "smooth_l1", "huber", "bce_logits", "kl", "kl_log_target", "focal"))
-}
+from exportable_loss.triton_kernels import POINTWISE_KINDS
+
+KINDS = {name: i for i, name in enumerate(POINTWISE_KINDS)}
 MSE = tl.constexpr(KINDS["mse"])
 L1 = tl.constexpr(KINDS["l1"])
 SMOOTH_L1 = tl.constexpr(KINDS["smooth_l1"])
@@ -21,6 +21,7 @@ HUBER = tl.constexpr(KINDS["huber"])
 BCE_LOGITS = tl.constexpr(KINDS["bce_logits"])
 KL = tl.constexpr(KINDS["kl"])
 KL_LOG_TARGET = tl.constexpr(KINDS["kl_log_target"])
+FOCAL = tl.constexpr(KINDS["focal"])
 BLOCK_CUDA = 4096
 BLOCK_INTERPRETER = 256
 
@@ -78,7 +79,7 @@ def _loss_and_grad(x, y, w, pw, p1, p2, KIND: tl.constexpr):
         e = tl.exp(y)
         loss = e * (y - x)
         grad = -e
-    else:  # focal: p1 = alpha (< 0: no balancing), p2 = gamma
+    elif KIND == FOCAL:  # p1 = alpha (< 0: no balancing), p2 = gamma
         p = tl.sigmoid(x)
         ce = (1.0 - y) * x + _softplus_neg(x)
         one_minus_pt = 1.0 - (p * y + (1.0 - p) * (1.0 - y))

@@ -6,7 +6,7 @@ On the CPU it measures the torch backend's forward+backward overhead against the
 ``torch.nn`` loss (target: at most 5% at (4096, 1000) cross entropy and 1M-element MSE), the
 cost of weighted and per-sample reductions, a size sweep against ``torch.nn`` and
 ``torch.compile``, and onnxruntime against eager for the exported losses. On CUDA it adds the
-Triton backend, peak memory and bandwidth (``exportable_loss._bench_cuda``).
+Triton backend, peak memory and bandwidth (``exportable_loss.bench.cuda``).
 """
 
 import json
@@ -209,7 +209,7 @@ def run(out_dir: str, quick: bool = False, peak_gbps: Optional[float] = None) ->
     os.makedirs(out_dir, exist_ok=True)
     results: Dict[str, object] = dict(cpu_suite(quick))
     if torch.cuda.is_available():
-        from exportable_loss import _bench_cuda
+        from exportable_loss.bench import cuda as _bench_cuda
 
         results["cuda"] = _bench_cuda.run(
             quick, 10 if quick else 20, _bench_cuda._peak(torch.cuda.get_device_name(), peak_gbps)

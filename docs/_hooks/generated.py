@@ -1,0 +1,32 @@
+"""MkDocs hook: tables generated from the losses' declarations (``LossSpec``), so the pages
+cannot fall behind the code. A page asks for one with a marker comment on its own line:
+
+    <!-- generated: losses -->
+"""
+
+import exportable_loss  # noqa: F401  (declares every loss)
+from exportable_loss._registry import specs
+
+
+def losses_table() -> str:
+    rows = [
+        "| name (CLI) | module | functional | reductions | `backend=\"triton\"` runs |",
+        "|---|---|---|---|---|",
+    ]
+    for spec in specs().values():
+        kernel = f"`triton_kernels/{spec.kernel}.py`" if spec.kernel else "the PyTorch code (no kernel)"
+        reductions = ", ".join(f"`{r}`" for r in spec.reductions)
+        rows.append(
+            f"| `{spec.name}` | `{spec.module.__name__}` | `{spec.function.__name__}` | {reductions} | {kernel} |"
+        )
+    return "\n".join(rows)
+
+
+TABLES = {"<!-- generated: losses -->": losses_table}
+
+
+def on_page_markdown(markdown: str, **kwargs: object) -> str:
+    for marker, table in TABLES.items():
+        if marker in markdown:
+            markdown = markdown.replace(marker, table())
+    return markdown

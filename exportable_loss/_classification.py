@@ -1,0 +1,349 @@
+"""Cross entropy and negative log likelihood over class indices or class probabilities.
+
+The functions compute ``torch.nn``'s element-wise term with ``log_softmax`` + ``gather`` (one
+formulation on every path: the exporters' own translations of ``cross_entropy`` drop
+``label_smoothing`` and mistranslate probability targets), then the shared reduction. With
+``backend="triton"`` cross entropy runs the fused op of :mod:`exportable_loss._ops.cross_entropy`.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from exportable_loss import _checks
+from exportable_loss._base import _Loss
+from exportable_loss._dispatch import use_triton
+from exportable_loss._numerics import autocast_float32
+from exportable_loss._ops.cross_entropy import fused_cross_entropy
+from exportable_loss._reduction import DENOMINATOR_DTYPE, REDUCTIONS, mean_denominator, reduce_loss
+from exportable_loss._registry import EXAMPLE_CLASSES, declare, example_class_indices
+from exportable_loss._targets import class_terms, counted_targets
+
+
+def _class_prologue(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    ignore_index: int,
+    reduction: str,
+    sample_weight: Optional[Tensor],
+    normalizer: Optional[Tensor],
+    validate: bool,
+    backend: str,
+) -> Tuple[Tensor, Tensor]:
+    probabilities = _checks.check_class_target(input, target, weight)
+    _checks.check_reduction_args(reduction, input, input.dim() > 1, sample_weight, normalizer, REDUCTIONS)
+    _checks.check_backend(backend)
+    if validate and not probabilities:
+        _checks.validate_class_indices(target, input.shape[0 if input.dim() == 1 else 1], ignore_index)
+        _checks.validate_finite("weight", weight)
+        _checks.validate_finite("sample_weight", sample_weight)
+    input, target = autocast_float32([input, target])
+    return input, target
+
+
+def cross_entropy(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor] = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    sample_weight: Optional[Tensor] = None,
+    normalizer: Optional[Tensor] = None,
+    z_loss: float = 0.0,
+    logit_softcap: Optional[float] = None,
+    validate: bool = False,
+    backend: str = "torch",
+    inplace_backward: bool = False,
+) -> Tensor:
+    """Cross entropy between logits and class indices or class probabilities.
+
+    Matches ``torch.nn.functional.cross_entropy`` for ``"none"``, ``"mean"`` and ``"sum"``, and
+    adds the per-sample reduction, ``sample_weight``, ``normalizer``, ``z_loss`` and
+    ``logit_softcap``.
+
+    Args:
+        input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``.
+        target: class indices ``()``, ``(N,)`` or ``(N, d1, ..., dk)`` (any integer dtype), or
+            class probabilities of ``input``'s shape (floating dtype).
+        weight: optional ``(C,)`` class weights.
+        ignore_index: class index whose positions do not count (class-index targets only).
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``.
+        label_smoothing: in ``[0, 1]``; mixes the target with the uniform distribution.
+        sample_weight: optional ``(N,)`` weights, one per sample.
+        normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
+        z_loss: adds ``z_loss * logsumexp(logits) ** 2`` to every counted position, before
+            its class weight is applied.
+        logit_softcap: ``c`` replaces the logits by ``c * tanh(logits / c)`` first.
+        validate: check every class index in eager mode (synchronises with the device).
+        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see the backends page).
+        inplace_backward: Triton backend, eager mode only: the backward writes the gradient into
+            ``input``'s memory (saves one logits-sized buffer; ``input`` must not be used again).
+
+    Returns:
+        The loss in ``input``'s dtype: ``"none"`` has the target's shape (positions),
+        ``"per_sample"`` is ``(N,)``, ``"mean"`` and ``"sum"`` are 0-dim.
+
+    Example:
+        >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+        >>> target = torch.tensor([0, 2])
+        >>> cross_entropy(logits, target, sample_weight=torch.tensor([1.0, 0.0]))
+        tensor(0.2413)
+    """
+    if not torch.jit.is_scripting():
+        input, target = _class_prologue(
+            input, target, weight, ignore_index, reduction, sample_weight, normalizer, validate, backend
+        )
+    if use_triton(backend, input):
+        return fused_cross_entropy(
+            input,
+            target,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            sample_weight=sample_weight,
+            normalizer=normalizer,
+            z_loss=z_loss,
+            logit_softcap=logit_softcap,
+            inplace_backward=inplace_backward,
+        )
+    class_dim = 0 if input.dim() == 1 else 1
+    num_classes = input.shape[class_dim]
+    if logit_softcap is not None:
+        input = logit_softcap * torch.tanh(input / logit_softcap)
+    lse: Optional[Tensor] = None
+    if z_loss != 0.0:
+        lse = torch.logsumexp(input, class_dim, keepdim=True)
+        logp = input - lse
+    else:
+        logp = torch.log_softmax(input, class_dim)
+    weight_b: Optional[Tensor] = None
+    if weight is not None:
+        shape = [1] * input.dim()
+        shape[class_dim] = num_classes
+        weight_b = weight.to(input.dtype).reshape(shape)
+
+    if target.is_floating_point():
+        if label_smoothing > 0.0:
+            target = target * (1.0 - label_smoothing) + label_smoothing / num_classes
+        prod = logp * target if weight_b is None else logp * target * weight_b
+        loss = -prod.sum(class_dim)
+        if lse is not None:
+            loss = loss + z_loss * lse.squeeze(class_dim) ** 2
+        return reduce_loss(loss, reduction, sample_weight, normalizer)
+
+    loss, valid, target_weight = class_terms(logp, target, weight, ignore_index)
+    if label_smoothing > 0.0:
+        smooth = -(logp.sum(class_dim) if weight_b is None else (logp * weight_b).sum(class_dim))
+        loss = (1.0 - label_smoothing) * loss + (label_smoothing / num_classes) * smooth
+    if lse is not None:
+        z_term = z_loss * lse.squeeze(class_dim) ** 2
+        loss = loss + (z_term if target_weight is None else z_term * target_weight)
+    loss = torch.where(valid, loss, torch.zeros_like(loss))
+    return reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight)
+
+
+def nll_loss(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor] = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    sample_weight: Optional[Tensor] = None,
+    normalizer: Optional[Tensor] = None,
+    validate: bool = False,
+    backend: str = "torch",
+) -> Tensor:
+    """Negative log likelihood of log-probabilities at class indices.
+
+    Matches ``torch.nn.functional.nll_loss`` for ``"none"``, ``"mean"`` and ``"sum"``.
+
+    Args:
+        input: log-probabilities ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``.
+        target: class indices ``()``, ``(N,)`` or ``(N, d1, ..., dk)``.
+        weight: optional ``(C,)`` class weights.
+        ignore_index: class index whose positions do not count.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``.
+        sample_weight: optional ``(N,)`` weights, one per sample.
+        normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
+        validate: check every class index in eager mode (synchronises with the device).
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs the PyTorch code
+            (a gather has nothing to fuse).
+
+    Returns:
+        The loss in ``input``'s dtype, shaped as :func:`cross_entropy`'s.
+
+    Example:
+        >>> logp = torch.log_softmax(torch.tensor([[2.0, 0.5], [0.1, 0.2]]), dim=1)
+        >>> nll_loss(logp, torch.tensor([0, -100]), reduction="per_sample")
+        tensor([0.2014, 0.0000])
+    """
+    if not torch.jit.is_scripting():
+        if target.is_floating_point():
+            raise ValueError(f"target must hold integer class indices; got dtype {target.dtype}")
+        input, target = _class_prologue(
+            input, target, weight, ignore_index, reduction, sample_weight, normalizer, validate, backend
+        )
+    loss, valid, target_weight = class_terms(input, target, weight, ignore_index)
+    loss = torch.where(valid, loss, torch.zeros_like(loss))
+    return reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight)
+
+
+def class_denominator(
+    module: nn.Module, target: Tensor, sample_weight: Optional[Tensor] = None, num_classes: Optional[int] = None
+) -> Tensor:
+    """The ``"mean"`` denominator of a class-index or class-probability target: the class
+    weights of the counted targets (1 each without class weights) times the sample weights;
+    every position for probabilities. Reads ``module.weight`` and ``module.ignore_index``."""
+    if target.is_floating_point():  # class probabilities (class dimension 1, or 0 unbatched)
+        positions = target.select(0 if target.dim() == 1 else 1, 0)
+        return mean_denominator(positions, sample_weight, dtype=DENOMINATOR_DTYPE)
+    weight: Optional[Tensor] = module.weight
+    if weight is not None:
+        weight = weight.to(device=target.device, dtype=DENOMINATOR_DTYPE)
+    num_classes = weight.shape[0] if weight is not None else 0  # only bounds the weight lookup
+    valid, _, _, position_weight = counted_targets(target.long(), weight, module.ignore_index, num_classes)
+    return mean_denominator(target, sample_weight, valid, position_weight, DENOMINATOR_DTYPE)
+
+
+def _logits_example(n: int, g: torch.Generator) -> Tuple[Tensor, ...]:
+    return torch.randn(n, EXAMPLE_CLASSES, generator=g), example_class_indices(n, g)
+
+
+def _log_probs_example(n: int, g: torch.Generator) -> Tuple[Tensor, ...]:
+    return torch.log_softmax(torch.randn(n, EXAMPLE_CLASSES, generator=g), 1), example_class_indices(n, g)
+
+
+# Modules
+
+
+@declare(
+    name="cross_entropy",
+    function=cross_entropy,
+    denominator=class_denominator,
+    kernel="cross_entropy",
+    example=_logits_example,
+    example_options=(("weight", torch.linspace(0.5, 1.5, EXAMPLE_CLASSES)), ("label_smoothing", 0.1)),
+)
+class CrossEntropyLoss(_Loss):
+    """Cross entropy over logits, as ``torch.nn.CrossEntropyLoss`` plus per-sample reductions,
+    sample weights, ``normalizer``, z-loss, logit soft-capping and the Triton backend.
+
+    The constructor takes ``torch.nn.CrossEntropyLoss``'s arguments; ``forward(input, target,
+    sample_weight=None, normalizer=None)``. Every argument is described at
+    :func:`exportable_loss.functional.cross_entropy`.
+
+    Example:
+        >>> loss = CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 1.0]), reduction="per_sample")
+        >>> loss(torch.zeros(2, 3), torch.tensor([1, -100]))
+        tensor([2.1972, 0.0000])
+    """
+
+    __constants__ = _Loss.__constants__ + [
+        "ignore_index",
+        "label_smoothing",
+        "z_loss",
+        "logit_softcap",
+        "validate",
+        "inplace_backward",
+    ]
+
+    def __init__(
+        self,
+        weight: Optional[Tensor] = None,
+        size_average: Optional[bool] = None,
+        ignore_index: int = -100,
+        reduce: Optional[bool] = None,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        z_loss: float = 0.0,
+        logit_softcap: Optional[float] = None,
+        backend: str = "torch",
+        validate: bool = False,
+        inplace_backward: bool = False,
+    ) -> None:
+        super().__init__(reduction, backend, size_average, reduce)
+        _checks.check_cross_entropy_options(label_smoothing, z_loss, logit_softcap)
+        self.register_buffer("weight", weight)
+        self.weight: Optional[Tensor]
+        self.ignore_index = ignore_index
+        self.label_smoothing = float(label_smoothing)
+        self.z_loss = float(z_loss)
+        self.logit_softcap = None if logit_softcap is None else float(logit_softcap)
+        self.validate = validate
+        self.inplace_backward = inplace_backward
+
+    def forward(
+        self,
+        input: Tensor,
+        target: Tensor,
+        sample_weight: Optional[Tensor] = None,
+        normalizer: Optional[Tensor] = None,
+    ) -> Tensor:
+        return cross_entropy(
+            input,
+            target,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+            sample_weight=sample_weight,
+            normalizer=normalizer,
+            z_loss=self.z_loss,
+            logit_softcap=self.logit_softcap,
+            validate=self.validate,
+            backend=self.backend,
+            inplace_backward=self.inplace_backward,
+        )
+
+
+@declare(name="nll", function=nll_loss, denominator=class_denominator, example=_log_probs_example)
+class NLLLoss(_Loss):
+    """Negative log likelihood, as ``torch.nn.NLLLoss`` plus per-sample reductions, sample
+    weights and ``normalizer``; ``forward(input, target, sample_weight=None, normalizer=None)``.
+    Every argument is described at :func:`exportable_loss.functional.nll_loss`.
+
+    Example:
+        >>> NLLLoss()(torch.log(torch.tensor([[0.25, 0.75]])), torch.tensor([1]))
+        tensor(0.2877)
+    """
+
+    __constants__ = _Loss.__constants__ + ["ignore_index", "validate"]
+
+    def __init__(
+        self,
+        weight: Optional[Tensor] = None,
+        size_average: Optional[bool] = None,
+        ignore_index: int = -100,
+        reduce: Optional[bool] = None,
+        reduction: str = "mean",
+        backend: str = "torch",
+        validate: bool = False,
+    ) -> None:
+        super().__init__(reduction, backend, size_average, reduce)
+        self.register_buffer("weight", weight)
+        self.weight: Optional[Tensor]
+        self.ignore_index = ignore_index
+        self.validate = validate
+
+    def forward(
+        self,
+        input: Tensor,
+        target: Tensor,
+        sample_weight: Optional[Tensor] = None,
+        normalizer: Optional[Tensor] = None,
+    ) -> Tensor:
+        return nll_loss(
+            input,
+            target,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            sample_weight=sample_weight,
+            normalizer=normalizer,
+            validate=self.validate,
+            backend=self.backend,
+        )

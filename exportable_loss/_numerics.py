@@ -1,0 +1,29 @@
+"""Small numerical helpers every family shares: the accumulation dtype, a stable softplus, and
+the autocast rule."""
+
+from typing import List
+
+import torch
+from torch import Tensor
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for the half types (so sums cannot overflow), else the dtype itself."""
+    if dtype == torch.float16 or dtype == torch.bfloat16:
+        return torch.float32
+    return dtype
+
+
+def softplus(x: Tensor) -> Tensor:
+    """``log(1 + exp(x))`` for every ``x``: no overflow, 0 (and a zero gradient) at ``-inf``, and
+    exported as itself (ONNX's ``Log(Sigmoid(-x))`` is ``-inf`` for ``x >= 20``)."""
+    return torch.log1p(torch.exp(-torch.abs(x))) + torch.relu(x)
+
+
+def autocast_float32(tensors: List[Tensor]) -> List[Tensor]:
+    """Under ``torch.autocast`` losses compute in float32, as ``torch.nn``'s do: the floating
+    tensors are upcast, the others returned as they are."""
+    device = tensors[0].device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        return [t.float() if t.is_floating_point() else t for t in tensors]
+    return tensors
