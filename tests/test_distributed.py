@@ -235,3 +235,74 @@ def test_denominator_refuses_what_it_cannot_split():
         denominator(el.MSELoss(), torch.zeros(3, 2), torch.ones(2))
     with pytest.raises(ValueError, match="reduction='mean'"):
         step_normalizer(el.MSELoss(reduction="sum"), [torch.zeros(3)])
+
+
+RANK_CASES = ("ce_weight_ls_spatial", "jsd_label_spatial", "dice_multiclass_ignore", "giou", "linear_ce", "kl")
+
+
+def _rank_case(rank, name, reduction):
+    """This rank's micro-batches (two of the four parts of a batch of 9): their summed loss with
+    the step normalizer, and the gradients of every leaf (all-reduced where the leaf is shared)."""
+    case = CASES[name]
+    data = cast(make_inputs(case, 9, seed=5), torch.float64)
+    s = torch.rand(9, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2
+    s[3] = 0.0
+    module = case.make(reduction)
+    spec = loss_spec(case)
+    arg = _forward_arg(module, spec.denominator_arg, len(data))
+    if arg is None:
+        arg = _forward_arg(module, "target", len(data))
+    loss_fn = [m for m in module.modules() if isinstance(getattr(type(m), "spec", None), type(spec))][0]
+    bounds = ((0, 2), (2, 5), (5, 7), (7, 9))[2 * rank : 2 * rank + 2]
+    parts = [(tuple(a[lo:hi] if case.is_batched(i) else a for i, a in enumerate(data)), s[lo:hi]) for lo, hi in bounds]
+    num_classes = data[0].shape[1] if data[0].dim() > 1 else None
+    normalizer = step_normalizer(
+        loss_fn, [p[arg] for p, _ in parts], [w for _, w in parts], average_across_ranks=False, num_classes=num_classes
+    )
+    total = sum(module(*p, sample_weight=w, normalizer=normalizer) for p, w in parts)
+    leaves = [a for a in data if a.requires_grad]
+    grads = [g.clone() for g in torch.autograd.grad(total, leaves)]
+    for i, g in zip([i for i, a in enumerate(data) if a.requires_grad], grads):
+        if not case.is_batched(i):  # a shared parameter (the classifier): gradients add up over ranks
+            dist.all_reduce(g)
+    loss = total.detach().clone()
+    dist.all_reduce(loss)
+    return loss, grads
+
+
+def _rank_worker(rank, init_file, out_dir):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    try:
+        results = {(name, r): _rank_case(rank, name, r) for name in RANK_CASES for r in _mean_variants(CASES[name])}
+        torch.save(results, os.path.join(out_dir, f"cases{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_with_step_normalizer_give_the_whole_batch_for_representative_losses(tmp_path):
+    """Two gloo ranks, two micro-batches each, one all-reduce of the denominator: the summed loss
+    is the whole batch's, each rank's input gradients are their slice of the whole batch's, and a
+    shared classifier's all-reduced gradient is the whole batch's."""
+    mp.spawn(_rank_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    ranks = [torch.load(tmp_path / f"cases{r}.pt") for r in range(WORLD)]
+    s = torch.rand(9, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2
+    s[3] = 0.0
+    for name in RANK_CASES:
+        case = CASES[name]
+        data = cast(make_inputs(case, 9, seed=5), torch.float64)
+        for reduction in _mean_variants(case):
+            whole = case.make(reduction)(*data, sample_weight=s)
+            leaves = [i for i, a in enumerate(data) if a.requires_grad]
+            want = torch.autograd.grad(whole, [data[i] for i in leaves])
+            for rank, result in enumerate(ranks):
+                loss, grads = result[(name, reduction)]
+                torch.testing.assert_close(loss, whole.detach(), rtol=1e-10, atol=1e-12)
+                for i, got, full in zip(leaves, grads, want):
+                    expected = full
+                    if case.is_batched(i):  # this rank's rows carry the gradient, the others' are 0
+                        mine = torch.zeros(9, dtype=torch.bool)
+                        mine[0:5] = rank == 0
+                        mine[5:9] = rank == 1
+                        shape = [9] + [1] * (full.dim() - 1)
+                        expected = torch.where(mine.view(shape), full, torch.zeros_like(full))
+                    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
