@@ -61,40 +61,6 @@ def verify_path(entry: catalog.LossEntry, reduction: str, backend: str, path: st
     return worst
 
 
-def matrix_rows(
-    losses: Sequence[str],
-    reductions: Optional[Sequence[str]],
-    backends: Sequence[str],
-    paths: Sequence[str],
-    verbose: bool,
-) -> List[List[str]]:
-    cells = [
-        (name, r, b, p)
-        for name in losses
-        for r in catalog.get(name).reductions
-        if reductions is None or r in reductions
-        for b in backends
-        if b in catalog.get(name).backends
-        for p in paths
-    ]
-    rows: List[List[str]] = []
-    start = time.time()
-    with tempfile.TemporaryDirectory() as folder:
-        for i, (name, reduction, backend, path) in enumerate(cells):
-            _progress(i, len(cells), f"{name} {reduction} {backend} {path}", start)
-            try:
-                err = verify_path(catalog.get(name), reduction, backend, path, folder)
-                status = "pass" if err != float("inf") else "FAIL"
-                detail = f"{err:.1e}" if status == "pass" else "mismatch"
-            except Exception as e:  # a cell that fails to export is a FAIL row, not an abort
-                status, detail = "FAIL", f"{type(e).__name__}: {str(e).splitlines()[0][:60] if str(e) else ''}"
-                if verbose:
-                    traceback.print_exc()
-            rows.append([name, reduction, backend, path, status, detail])
-        _progress(len(cells), len(cells), "done", start)
-    return rows
-
-
 def run(
     losses: Sequence[str],
     reductions: Optional[Sequence[str]],
