@@ -135,13 +135,33 @@ def linear_cross_entropy(
             last = logits.dim() - 1
             logits = logits.permute([0, last] + list(range(1, last)))
         return cross_entropy(
-            logits, target, weight, ignore_index, reduction, label_smoothing, sample_weight, normalizer,
-            z_loss, logit_softcap,
-        )  # fmt: skip
+            logits,
+            target,
+            weight=weight,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            label_smoothing=label_smoothing,
+            sample_weight=sample_weight,
+            normalizer=normalizer,
+            z_loss=z_loss,
+            logit_softcap=logit_softcap,
+        )
     return fused_linear_cross_entropy(
-        input, linear_weight, target, linear_bias, weight, ignore_index, reduction, label_smoothing,
-        sample_weight, normalizer, z_loss, logit_softcap, chunk_size, backend,
-    )  # fmt: skip
+        input,
+        linear_weight,
+        target,
+        linear_bias=linear_bias,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        sample_weight=sample_weight,
+        normalizer=normalizer,
+        z_loss=z_loss,
+        logit_softcap=logit_softcap,
+        chunk_size=chunk_size,
+        backend=backend,
+    )
 
 
 def _example(n: int, g: torch.Generator) -> Tuple[Tensor, ...]:

@@ -152,7 +152,9 @@ def _(grad_loss, input, linear_weight, linear_bias, target, weight, lse, mass, *
 
 
 def _setup(ctx, inputs, output):
-    input, linear_weight, linear_bias, target, weight, *ctx.options = inputs
+    input, linear_weight, linear_bias, target, weight = inputs[:5]
+    names = ("ignore_index", "label_smoothing", "z_loss", "softcap", "chunk_size", "use_triton")
+    ctx.options = dict(zip(names, inputs[5:]))
     _, lse, mass = output
     ctx.has_bias = linear_bias is not None
     ctx.save_for_backward(input, linear_weight, linear_bias, target, weight, lse, mass)
@@ -162,7 +164,7 @@ def _backward(ctx, grad_loss, grad_lse, grad_mass):
     input, linear_weight, linear_bias, target, weight, lse, mass = ctx.saved_tensors
     weight_grad = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
     grad_input, grad_weight, grad_bias = torch.ops.exportable_loss.linear_cross_entropy_rows_backward(
-        grad_loss, input, linear_weight, linear_bias, target, weight, lse, mass, *ctx.options, weight_grad
+        grad_loss, input, linear_weight, linear_bias, target, weight, lse, mass, **ctx.options, weight_grad=weight_grad
     )
     if not weight_grad:
         return grad_input, None, None, None, None, None, None, None, None, None, None
@@ -214,12 +216,12 @@ def fused_linear_cross_entropy(
         linear_bias,
         rows_target.contiguous(),
         weight.contiguous() if weight is not None else None,
-        ignore_index,
-        label_smoothing,
-        z_loss,
-        0.0 if logit_softcap is None else logit_softcap,
-        0 if chunk_size is None else chunk_size,
-        _use_triton(backend, input),
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        softcap=0.0 if logit_softcap is None else logit_softcap,
+        chunk_size=0 if chunk_size is None else chunk_size,
+        use_triton=_use_triton(backend, input),
     )
     loss = loss.reshape(input.shape[:-1])
     if probabilities:
