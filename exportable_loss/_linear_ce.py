@@ -90,9 +90,10 @@ def linear_cross_entropy(
 
     Equals :func:`cross_entropy` on those logits (class dimension moved to position 1) with the
     same options, without materialising the ``(positions, C)`` logits in eager mode and under
-    ``torch.compile``: ``chunk_size`` rows at a time, the forward keeps only each row's loss,
-    log-sum-exp and target mass, and the backward recomputes each chunk's logits to produce the
-    gradients of ``input``, ``linear_weight`` and ``linear_bias``. With ``backend="triton"`` each
+    ``torch.compile``: ``chunk_size`` rows at a time. For ``"mean"`` and ``"sum"`` with a gradient
+    needed, each chunk's gradients are computed in the same pass (the backward only scales them
+    by ``grad_output``); otherwise the forward keeps each row's loss, log-sum-exp and target mass
+    and the backward recomputes each chunk's logits. With ``backend="triton"`` each
     chunk's loss and gradient come from the cross-entropy kernels, the gradient written over the
     chunk's logits. Exported graphs (TorchScript, ``torch.export``, ONNX) hold the unfused form.
 

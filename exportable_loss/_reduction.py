@@ -90,6 +90,38 @@ def reduce_loss(
     return _safe_divide(total, mean_denominator(loss, sample_weight, valid, position_weight, acc)).to(out_dtype)
 
 
+def reduction_coefficients(
+    loss: Tensor,
+    reduction: str,
+    sample_weight: Optional[Tensor] = None,
+    normalizer: Optional[Tensor] = None,
+    valid: Optional[Tensor] = None,
+    position_weight: Optional[Tensor] = None,
+) -> Tensor:
+    """What each position's ``l`` is multiplied by in a ``"mean"``/``"sum"``/``"batchmean"``
+    result, for a fused op that computes the reduced loss and its gradient in one pass: the
+    result is ``sum(where(c != 0, c * l, 0))`` and ``c`` is the gradient each position receives.
+    The same rules as :func:`reduce_loss` (``loss`` gives only the shape and dtype): 0 at
+    positions that do not count or have sample weight 0, and everywhere for a zero denominator.
+    """
+    acc = accumulation_dtype(loss.dtype)
+    c = torch.ones(loss.shape, dtype=acc, device=loss.device)
+    if sample_weight is not None:
+        c = c * sample_weight.to(acc).reshape([-1] + [1] * (loss.dim() - 1))
+    if valid is not None:
+        c = torch.where(valid, c, torch.zeros_like(c))
+    if reduction == "sum":
+        return c
+    if normalizer is not None:
+        denominator = normalizer.detach().to(acc)
+    elif reduction == "batchmean":
+        denominator = torch.full((), max(loss.shape[0], 1) if loss.dim() > 0 else 1, dtype=acc, device=loss.device)
+    else:
+        denominator = mean_denominator(loss, sample_weight, valid, position_weight, acc)
+    zero = denominator == 0
+    return torch.where(zero, torch.zeros_like(c), c / torch.where(zero, 1.0, denominator))
+
+
 def mean_denominator(
     loss: Tensor,
     sample_weight: Optional[Tensor] = None,

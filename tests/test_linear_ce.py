@@ -191,3 +191,55 @@ def test_errors():
         el.FusedLinearCrossEntropyLoss(label_smoothing=2.0)
     with pytest.raises(ValueError, match=r"sample_weight must have shape \(6,\)"):
         loss(x, w, t, b, torch.ones(5))
+
+
+def _matmuls(fn):
+    """The matrix products one call of ``fn`` runs (profiler events, nested ones included)."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        fn()
+    return sum(e.key in ("aten::mm", "aten::addmm", "aten::addmm_") for e in prof.events())
+
+
+@pytest.mark.parametrize("reduction, per_chunk", [("mean", 3), ("sum", 3), ("none", 4), ("per_sample", 4)])
+def test_scalar_reductions_cost_three_matmuls_as_the_unfused_form(reduction, per_chunk):
+    """mean/sum compute the gradient during the forward (logits, grad_input, grad_weight: three
+    products per chunk, as F.linear + F.cross_entropy); none/per_sample recompute the logits in
+    the backward (a fourth)."""
+    x, w, b, t = _problem((4, 3), bias=False)
+    loss = el.FusedLinearCrossEntropyLoss(reduction=reduction, chunk_size=3)
+
+    def step():
+        out = loss(x, w, t)
+        torch.autograd.grad(out.sum(), (x, w))
+
+    assert _matmuls(step) == 4 * per_chunk  # 12 rows in 4 chunks
+    assert _matmuls(lambda: torch.autograd.grad(F.cross_entropy(F.linear(x.view(12, 8), w), t.view(12)), (x, w))) == 3
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_gradient_in_forward_scales_with_grad_output_and_reaches_sample_weight(reduction):
+    x, w, b, t = _problem((5, 3))
+    s = (torch.rand(5, generator=torch.Generator().manual_seed(2)) + 0.5).requires_grad_(True)
+    s.data[1] = 0.0
+    cw = torch.rand(37, generator=torch.Generator().manual_seed(3)) + 0.5
+    ours = el.FusedLinearCrossEntropyLoss(cw, reduction=reduction, chunk_size=4)(x, w, t, b, s)
+    logits = F.linear(x, w, b).movedim(-1, 1)
+    # a sample of weight 0 counts for nothing, its weight's gradient included (the shared reduction)
+    rows = torch.where(s[:, None] != 0, F.cross_entropy(logits, t, cw, reduction="none") * s[:, None], 0.0)
+    ref = rows.sum() if reduction == "sum" else rows.sum() / (cw[t.clamp_min(0)] * (t != -100) * s[:, None]).sum()
+    torch.testing.assert_close(ours, ref, rtol=RTOL, atol=ATOL)
+    for got, want in zip(torch.autograd.grad(ours * -2.5, (x, w, b, s)), torch.autograd.grad(ref * -2.5, (x, w, b, s))):
+        torch.testing.assert_close(got, want, rtol=RTOL, atol=ATOL)
+
+
+def test_no_grad_forward_computes_no_gradient_and_retained_graph_is_a_clear_error():
+    x, w, b, t = _problem((6,))
+    loss = el.FusedLinearCrossEntropyLoss(chunk_size=2)
+    with torch.no_grad():
+        assert _matmuls(lambda: loss(x, w, t, b)) == 3  # the logits of three chunks, nothing else
+    out = loss(x, w, t, b)
+    out.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="second backward through the same graph"):
+        out.backward()

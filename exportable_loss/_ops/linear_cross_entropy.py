@@ -18,7 +18,7 @@ from exportable_loss import triton_kernels as tk
 from exportable_loss._dispatch import use_triton as _use_triton
 from exportable_loss._ops import forbid_double_backward
 from exportable_loss._ops.cross_entropy import rows_grad, rows_loss
-from exportable_loss._reduction import reduce_loss
+from exportable_loss._reduction import reduce_loss, reduction_coefficients
 from exportable_loss._targets import counted_targets
 
 
@@ -40,6 +40,71 @@ def _chunks(rows: int, hidden: int, num_classes: int, chunk_size: int):
 
 def _kernels_run(logits: Tensor) -> bool:
     return logits.dtype != torch.float64 and tk.can_run(logits)
+
+
+def _parameter_grads(linear_weight: Tensor, weight_grad: bool) -> Tuple[Tensor, Tensor]:
+    """Zeroed classifier and bias gradients (float32 for half weights, which accumulate over
+    chunks); empty where the classifier is frozen."""
+    acc = torch.promote_types(linear_weight.dtype, torch.float32)
+    parameters = (linear_weight.shape[0], linear_weight.shape[1]) if weight_grad else (0, 0)
+    grad_weight = linear_weight.new_zeros(parameters, dtype=acc)
+    return grad_weight, grad_weight.new_zeros(parameters[0])
+
+
+def _chunk_backward(
+    x: Tensor,
+    logits: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    lse: Tensor,
+    mass: Tensor,
+    g: Tensor,
+    options: Tuple[int, float, float, float],
+    use_triton: bool,
+    linear_weight: Tensor,
+    grad_input: Tensor,
+    grad_weight: Tensor,
+    grad_bias: Tensor,
+) -> None:
+    """One chunk's share of the gradients of ``sum(g * loss)``: writes ``grad_input`` (the chunk's
+    rows) and adds to ``grad_weight``/``grad_bias`` (unless they are empty: a frozen classifier).
+    The chunk's logits become its gradient in place."""
+    ignore_index, label_smoothing, z_loss, softcap = options
+    # the rows that count: their gradient, and their hidden states in the weight's gradient
+    # (a row that does not count must not bring its possibly NaN hidden state there)
+    counts = g != 0
+    if not target.is_floating_point():
+        counts = counts & (target != ignore_index)
+    if use_triton and _kernels_run(logits):
+        # the gradient overwrites this chunk's logits: no second chunk-sized buffer
+        grad = (
+            tk.kernels("cross_entropy")
+            .cross_entropy_backward(
+                g, logits.unsqueeze(2), target.unsqueeze(-1), weight, lse, mass, *options, inplace=True
+            )
+            .squeeze(2)
+        )
+    else:
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        grad = rows_grad(logits.to(acc), target, weight, lse, mass, g, counts, *options).to(x.dtype)
+    torch.mm(grad, linear_weight, out=grad_input)
+    if grad_weight.numel() == 0:
+        return
+    x = torch.where(counts.unsqueeze(1), x, torch.zeros_like(x))
+    grad_weight.addmm_(grad.t().to(grad_weight.dtype), x.to(grad_weight.dtype))
+    grad_bias.add_(grad.sum(0, dtype=grad_bias.dtype))
+
+
+def _chunk_forward(
+    logits: Tensor, target: Tensor, weight: Optional[Tensor], options: Tuple[int, float, float, float], use_triton: bool
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """One chunk's per-row loss, log-sum-exp and target mass."""
+    if use_triton and _kernels_run(logits):
+        return tk.kernels("cross_entropy").cross_entropy_forward(
+            logits.unsqueeze(2), target.unsqueeze(-1), weight, *options
+        )
+    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    return rows_loss(logits.to(acc), target, weight, *options)
 
 
 @torch.library.custom_op("exportable_loss::linear_cross_entropy_rows", mutates_args=())
@@ -66,16 +131,12 @@ def linear_cross_entropy_rows(
     acc = torch.float64 if input.dtype == torch.float64 else torch.float32
     loss = input.new_empty((rows,), dtype=acc)
     lse, mass = torch.empty_like(loss), torch.empty_like(loss)
+    options = (ignore_index, label_smoothing, z_loss, softcap)
     for start, end in _chunks(rows, input.shape[1], num_classes, chunk_size):
         logits = F.linear(input[start:end], linear_weight, linear_bias)
-        if use_triton and _kernels_run(logits):
-            part = tk.kernels("cross_entropy").cross_entropy_forward(
-                logits.unsqueeze(2), target[start:end].unsqueeze(-1), weight,
-                ignore_index, label_smoothing, z_loss, softcap,
-            )  # fmt: skip
-        else:
-            part = rows_loss(logits.to(acc), target[start:end], weight, ignore_index, label_smoothing, z_loss, softcap)
-        loss[start:end], lse[start:end], mass[start:end] = part
+        loss[start:end], lse[start:end], mass[start:end] = _chunk_forward(
+            logits, target[start:end], weight, options, use_triton
+        )
     return loss, lse, mass
 
 
@@ -108,38 +169,16 @@ def linear_cross_entropy_rows_backward(
     zero tensor without bias), recomputing each chunk's logits. Without ``weight_grad`` (a
     frozen classifier) the classifier's and the bias's gradients are empty tensors, not computed."""
     rows, num_classes = input.shape[0], linear_weight.shape[0]
-    acc = torch.float64 if input.dtype == torch.float64 else torch.float32
     grad_input = torch.empty_like(input)
-    # half-precision weights accumulate their gradient over chunks in float32
-    parameters = (num_classes, linear_weight.shape[1]) if weight_grad else (0, 0)
-    grad_weight = linear_weight.new_zeros(parameters, dtype=torch.promote_types(linear_weight.dtype, acc))
-    grad_bias = grad_weight.new_zeros(parameters[0])
+    grad_weight, grad_bias = _parameter_grads(linear_weight, weight_grad)
+    options = (ignore_index, label_smoothing, z_loss, softcap)
     for start, end in _chunks(rows, input.shape[1], num_classes, chunk_size):
         x = input[start:end]
         logits = F.linear(x, linear_weight, linear_bias)
-        g = grad_loss[start:end]
-        # the rows that count: their gradient, and their hidden states in the weight's gradient
-        # (a row that does not count must not bring its possibly NaN hidden state there)
-        counts = g != 0
-        if not target.is_floating_point():
-            counts = counts & (target[start:end] != ignore_index)
-        if use_triton and _kernels_run(logits):
-            # the gradient overwrites this chunk's logits: no second chunk-sized buffer
-            grad = tk.kernels("cross_entropy").cross_entropy_backward(
-                g, logits.unsqueeze(2), target[start:end].unsqueeze(-1), weight, lse[start:end], mass[start:end],
-                ignore_index, label_smoothing, z_loss, softcap, inplace=True,
-            ).squeeze(2)  # fmt: skip
-        else:
-            grad = rows_grad(
-                logits.to(acc), target[start:end], weight, lse[start:end], mass[start:end], g, counts,
-                ignore_index, label_smoothing, z_loss, softcap,
-            ).to(input.dtype)  # fmt: skip
-        torch.mm(grad, linear_weight, out=grad_input[start:end])
-        if not weight_grad:
-            continue
-        x = torch.where(counts.unsqueeze(1), x, torch.zeros_like(x))
-        grad_weight.addmm_(grad.t().to(grad_weight.dtype), x.to(grad_weight.dtype))
-        grad_bias.add_(grad.sum(0, dtype=grad_bias.dtype))
+        _chunk_backward(
+            x, logits, target[start:end], weight, lse[start:end], mass[start:end], grad_loss[start:end],
+            options, use_triton, linear_weight, grad_input[start:end], grad_weight, grad_bias,
+        )  # fmt: skip
     return grad_input, grad_weight.to(linear_weight.dtype), grad_bias.to(linear_weight.dtype)
 
 
@@ -174,10 +213,111 @@ def _backward(ctx, grad_loss, grad_lse, grad_mass):
 torch.library.register_autograd("exportable_loss::linear_cross_entropy_rows", _backward, setup_context=_setup)
 
 
-forbid_double_backward(
-    "exportable_loss::linear_cross_entropy_rows_backward",
+_NO_DOUBLE_BACKWARD = (
     "FusedLinearCrossEntropyLoss does not support double backward (a gradient of the loss's "
-    "gradient); compute the logits with F.linear and use CrossEntropyLoss for it",
+    "gradient); compute the logits with F.linear and use CrossEntropyLoss for it"
+)
+forbid_double_backward("exportable_loss::linear_cross_entropy_rows_backward", _NO_DOUBLE_BACKWARD)
+
+
+# ---------------------------------------------------------------- the gradient during the forward
+
+
+@torch.library.custom_op("exportable_loss::linear_cross_entropy_reduced", mutates_args=())
+def linear_cross_entropy_reduced(
+    input: Tensor,
+    linear_weight: Tensor,
+    linear_bias: Optional[Tensor],
+    target: Tensor,
+    weight: Optional[Tensor],
+    coefficient: Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float,
+    chunk_size: int,
+    use_triton: bool,
+    weight_grad: bool,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``sum(coefficient * loss)`` over the (M,) rows, with its gradients computed chunk by chunk
+    in the same pass: each chunk's logits are computed once, turned into the loss and then, in
+    place, into the gradient (three matmuls per step, as the unfused form). The backward only
+    scales the saved gradients by the final scalar ``grad_output``.
+
+    Returns ``(total, loss, grad_input, grad_weight, grad_bias)``: the 0-dim sum, the per-row
+    loss, and the gradients of ``total`` (the classifier's and bias's empty without
+    ``weight_grad``).
+    """
+    rows, num_classes = input.shape[0], linear_weight.shape[0]
+    acc = torch.float64 if input.dtype == torch.float64 else torch.float32
+    loss = input.new_empty((rows,), dtype=acc)
+    grad_input = torch.empty_like(input)
+    grad_weight, grad_bias = _parameter_grads(linear_weight, weight_grad)
+    options = (ignore_index, label_smoothing, z_loss, softcap)
+    for start, end in _chunks(rows, input.shape[1], num_classes, chunk_size):
+        x = input[start:end]
+        logits = F.linear(x, linear_weight, linear_bias)
+        t = target[start:end]
+        loss[start:end], lse, mass = _chunk_forward(logits, t, weight, options, use_triton)
+        _chunk_backward(
+            x, logits, t, weight, lse, mass, coefficient[start:end], options, use_triton,
+            linear_weight, grad_input[start:end], grad_weight, grad_bias,
+        )  # fmt: skip
+    total = torch.where(coefficient != 0, coefficient * loss, torch.zeros_like(loss)).sum()
+    return total, loss, grad_input, grad_weight.to(linear_weight.dtype), grad_bias.to(linear_weight.dtype)
+
+
+@linear_cross_entropy_reduced.register_fake
+def _(input, linear_weight, linear_bias, target, weight, coefficient, *options):
+    weight_grad = options[-1]
+    acc = torch.float64 if input.dtype == torch.float64 else torch.float32
+    parameters = (linear_weight.shape[0], linear_weight.shape[1]) if weight_grad else (0, 0)
+    grad_weight = linear_weight.new_empty(parameters)
+    loss = input.new_empty((input.shape[0],), dtype=acc)
+    return loss.new_empty(()), loss, torch.empty_like(input), grad_weight, grad_weight.new_empty(parameters[0])
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """The identity, whose own gradient is an error: the saved gradients are constants."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor) -> Tensor:
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        raise RuntimeError(_NO_DOUBLE_BACKWARD)
+
+
+def _reduced_setup(ctx, inputs, output):
+    coefficient, ctx.weight_grad = inputs[5], inputs[-1]
+    ctx.has_bias = inputs[2] is not None
+    ctx.consumed = False
+    _, loss, grad_input, grad_weight, grad_bias = output
+    ctx.save_for_backward(loss, coefficient, grad_input, grad_weight, grad_bias)
+
+
+def _reduced_backward(ctx, grad_total, *unused):
+    if ctx.consumed:
+        raise RuntimeError(
+            "FusedLinearCrossEntropyLoss with reduction 'mean' or 'sum' computes its gradients during the "
+            "forward and scales them in place: a second backward through the same graph (retain_graph=True) "
+            "is not supported; call the loss again, or use reduction='none'"
+        )
+    ctx.consumed = True
+    loss, coefficient, grad_input, grad_weight, grad_bias = ctx.saved_tensors
+    scale = grad_total.to(grad_input.dtype)
+    grad_coefficient = torch.where(coefficient != 0, loss, torch.zeros_like(loss)) * grad_total
+    if torch.is_grad_enabled():  # create_graph=True: a second derivative must fail, not be 0
+        grads = [_FirstOrderOnly.apply(t) * scale for t in (grad_input, grad_weight, grad_bias)]
+    else:  # in place: the saved gradients become the returned ones (no gradient-sized copy)
+        grads = [t.mul_(scale) for t in (grad_input, grad_weight, grad_bias)]
+    parameters = (grads[1], grads[2] if ctx.has_bias else None) if ctx.weight_grad else (None, None)
+    return (grads[0], *parameters, None, None, grad_coefficient) + (None,) * 7
+
+
+torch.library.register_autograd(
+    "exportable_loss::linear_cross_entropy_reduced", _reduced_backward, setup_context=_reduced_setup
 )
 
 
@@ -209,13 +349,11 @@ def fused_linear_cross_entropy(
         out_dtype = torch.float32
     num_classes, hidden = linear_weight.shape[0], linear_weight.shape[1]
     probabilities = target.is_floating_point()
-    rows_target = target.movedim(1, -1).reshape(-1, num_classes) if probabilities else target.reshape(-1).long()
-    loss, _, _ = torch.ops.exportable_loss.linear_cross_entropy_rows(
-        input.reshape(-1, hidden),
-        linear_weight,
-        linear_bias,
-        rows_target.contiguous(),
-        weight.contiguous() if weight is not None else None,
+    rows_target = (
+        target.movedim(1, -1).reshape(-1, num_classes) if probabilities else target.reshape(-1).long()
+    ).contiguous()
+    weight = weight.contiguous() if weight is not None else None
+    options = dict(
         ignore_index=ignore_index,
         label_smoothing=label_smoothing,
         z_loss=z_loss,
@@ -223,9 +361,27 @@ def fused_linear_cross_entropy(
         chunk_size=0 if chunk_size is None else chunk_size,
         use_triton=_use_triton(backend, input),
     )
+    acc = torch.float64 if input.dtype == torch.float64 else torch.float32
+    positions = input.new_empty(input.shape[:-1], dtype=acc)  # the loss's shape, for the reduction
+    valid: Optional[Tensor] = None
+    target_weight: Optional[Tensor] = None
+    if not probabilities:
+        w = weight.to(acc) if weight is not None else None
+        valid, _, _, target_weight = counted_targets(target.long(), w, ignore_index, num_classes)
+    wants_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (input, linear_weight, linear_bias)
+    )
+    if wants_grad and reduction in ("mean", "sum"):
+        # the gradient during the forward: the final scalar grad_output only scales it
+        coefficient = reduction_coefficients(positions, reduction, sample_weight, normalizer, valid, target_weight)
+        weight_grad = linear_weight.requires_grad or (linear_bias is not None and linear_bias.requires_grad)
+        total, _, _, _, _ = torch.ops.exportable_loss.linear_cross_entropy_reduced(
+            input.reshape(-1, hidden), linear_weight, linear_bias, rows_target, weight,
+            coefficient.reshape(-1), **options, weight_grad=weight_grad,
+        )  # fmt: skip
+        return total.to(out_dtype)
+    loss, _, _ = torch.ops.exportable_loss.linear_cross_entropy_rows(
+        input.reshape(-1, hidden), linear_weight, linear_bias, rows_target, weight, **options
+    )
     loss = loss.reshape(input.shape[:-1])
-    if probabilities:
-        return reduce_loss(loss, reduction, sample_weight, normalizer).to(out_dtype)
-    w = weight.to(loss.dtype) if weight is not None else None
-    valid, _, _, target_weight = counted_targets(target.long(), w, ignore_index, num_classes)
     return reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight).to(out_dtype)
