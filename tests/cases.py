@@ -248,7 +248,7 @@ def spec_reduce(
     valid: Optional[Tensor] = None,
     position_weight: Optional[Tensor] = None,
 ) -> Tensor:
-    """SPEC "Reductions", written out in float64 with loops: the independent reference."""
+    """The Reductions of docs/semantics.md, written out in float64 with loops: the independent reference."""
     l = l.double()
     n = l.shape[0]
     s = torch.ones(n, dtype=torch.float64) if s is None else s.double()
@@ -315,7 +315,7 @@ WEIGHTINGS = ("plain", "sample_weight", "normalizer")
 
 
 def combos(names=None):
-    """Every (case, reduction, weighting) SPEC defines; normalizer only with mean/batchmean."""
+    """Every (case, reduction, weighting) the semantics define; normalizer only with mean/batchmean."""
     out = []
     for case in CASES.values() if names is None else [CASES[n] for n in names]:
         for reduction in case.reductions:

@@ -70,7 +70,7 @@ def _cosine_inputs(n: int, g: torch.Generator):
 
 
 def _nn_elementwise(fn):
-    """torch.nn's float64 reduction='none' result (the data arrive as float64 in the SPEC test)."""
+    """torch.nn's float64 reduction='none' result (the data arrive as float64 in test_spec_reductions)."""
 
     def ref(*data: Tensor):
         return fn(*[a.double() if a.is_floating_point() else a for a in data]), None, None

@@ -1,5 +1,5 @@
-"""Each loss against torch.nn (or an independent float64 formula), and the SPEC reductions
-against a float64 reference written from SPEC."""
+"""Each loss against torch.nn (or an independent float64 formula), and the reductions of
+docs/semantics.md against a float64 reference written from that page."""
 
 import pytest
 import torch

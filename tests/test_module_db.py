@@ -64,7 +64,7 @@ def test_module_db_inputs(info, dtype):
             continue
         ref = theirs(*args, **kwargs)
         if _all_ignored(theirs, args):
-            # SPEC difference 1: torch.nn's NaN mean over no counted position is our 0
+            # a deliberate difference from torch.nn (docs/semantics.md): its NaN mean over no counted position is our 0
             assert torch.isnan(ref)
             ref = torch.zeros_like(ref)
         ours_args = [_clone(a) for a in args]

@@ -240,7 +240,7 @@ def test_gaussian_var_shapes_match_torch_nn(input_shape, var_shape, reduction):
     x, t = torch.randn(input_shape, generator=g), torch.randn(input_shape, generator=g)
     var = torch.rand(var_shape, generator=g) + 0.05
     if x.numel() == 0 and reduction == "mean":
-        # SPEC difference 1: torch.nn's NaN mean of nothing is 0 here
+        # a deliberate difference from torch.nn (docs/semantics.md): its NaN mean of nothing is 0 here
         assert el.GaussianNLLLoss(reduction="mean")(x, t, var).item() == 0.0
         return
     for full in (False, True):
