@@ -1,8 +1,8 @@
 """Eager input checks: metadata only (shapes, dtypes, devices), no device synchronisation.
 
-Called from :mod:`exportable_loss.functional` outside TorchScript. Under ``torch.compile`` and
+Called from the loss functions outside TorchScript. Under ``torch.compile`` and
 ``torch.export`` the shape comparisons become guards; they never read tensor values, except
-:func:`validate_class_indices`, which callers run only in eager mode.
+``validate_class_indices``, which callers run only in eager mode.
 """
 
 from typing import List, Optional, Sequence, Tuple

@@ -3,7 +3,7 @@
 The functions compute ``torch.nn``'s element-wise term with ``log_softmax`` + ``gather`` (one
 formulation on every path: the exporters' own translations of ``cross_entropy`` drop
 ``label_smoothing`` and mistranslate probability targets), then the shared reduction. With
-``backend="triton"`` cross entropy runs the fused op of :mod:`exportable_loss._ops.cross_entropy`.
+``backend="triton"`` cross entropy runs the fused op of ``exportable_loss._ops.cross_entropy``.
 """
 
 from typing import Optional, Tuple
@@ -70,15 +70,17 @@ def cross_entropy(
             class probabilities of ``input``'s shape (floating dtype).
         weight: optional ``(C,)`` class weights.
         ignore_index: class index whose positions do not count (class-index targets only).
-        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
         label_smoothing: in ``[0, 1]``; mixes the target with the uniform distribution.
-        sample_weight: optional ``(N,)`` weights, one per sample.
-        normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
+        sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
         z_loss: adds ``z_loss * logsumexp(logits) ** 2`` to every counted position, before
             its class weight is applied.
         logit_softcap: ``c`` replaces the logits by ``c * tanh(logits / c)`` first.
         validate: check every class index in eager mode (synchronises with the device).
-        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (see the backends page).
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; see [Backends][backends].
         inplace_backward: Triton backend, eager mode only: the backward writes the gradient into
             ``input``'s memory (saves one logits-sized buffer; ``input`` must not be used again).
 
@@ -86,7 +88,7 @@ def cross_entropy(
         The loss in ``input``'s dtype: ``"none"`` has the target's shape (positions),
         ``"per_sample"`` is ``(N,)``, ``"mean"`` and ``"sum"`` are 0-dim.
 
-    Example:
+    Examples:
         >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
         >>> target = torch.tensor([0, 2])
         >>> cross_entropy(logits, target, sample_weight=torch.tensor([1.0, 0.0]))
@@ -166,17 +168,20 @@ def nll_loss(
         target: class indices ``()``, ``(N,)`` or ``(N, d1, ..., dk)``.
         weight: optional ``(C,)`` class weights.
         ignore_index: class index whose positions do not count.
-        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``.
-        sample_weight: optional ``(N,)`` weights, one per sample.
-        normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
         validate: check every class index in eager mode (synchronises with the device).
         backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs the PyTorch code
             (a gather has nothing to fuse).
 
     Returns:
-        The loss in ``input``'s dtype, shaped as :func:`cross_entropy`'s.
+        The loss in ``input``'s dtype, shaped as
+        [cross_entropy][exportable_loss.functional.cross_entropy]'s.
 
-    Example:
+    Examples:
         >>> logp = torch.log_softmax(torch.tensor([[2.0, 0.5], [0.1, 0.2]]), dim=1)
         >>> nll_loss(logp, torch.tensor([0, -100]), reduction="per_sample")
         tensor([0.2014, 0.0000])
@@ -232,11 +237,25 @@ class CrossEntropyLoss(_Loss):
     """Cross entropy over logits, as ``torch.nn.CrossEntropyLoss`` plus per-sample reductions,
     sample weights, ``normalizer``, z-loss, logit soft-capping and the Triton backend.
 
-    The constructor takes ``torch.nn.CrossEntropyLoss``'s arguments; ``forward(input, target,
-    sample_weight=None, normalizer=None)``. Every argument is described at
-    :func:`exportable_loss.functional.cross_entropy`.
+    The functional twin is [cross_entropy][exportable_loss.functional.cross_entropy].
 
-    Example:
+    Args:
+        weight: optional ``(C,)`` class weights (a buffer: saved in ``state_dict``, moved by ``.to()``).
+        size_average: deprecated, as in ``torch.nn``: use ``reduction``.
+        ignore_index: class index whose positions do not count (class-index targets only).
+        reduce: deprecated, as in ``torch.nn``: use ``reduction``.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        label_smoothing: in ``[0, 1]``; mixes the target with the uniform distribution.
+        z_loss: adds ``z_loss * logsumexp(logits) ** 2`` to every counted position, before
+            its class weight is applied.
+        logit_softcap: ``c`` replaces the logits by ``c * tanh(logits / c)`` first.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; see [Backends][backends].
+        validate: check every class index in eager mode (synchronises with the device).
+        inplace_backward: Triton backend, eager mode only: the backward writes the gradient into
+            the logits' memory (the logits must not be used again).
+
+    Examples:
         >>> loss = CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 1.0]), reduction="per_sample")
         >>> loss(torch.zeros(2, 3), torch.tensor([1, -100]))
         tensor([2.1972, 0.0000])
@@ -283,6 +302,20 @@ class CrossEntropyLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of ``input`` against ``target``.
+
+        Args:
+            input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``.
+            target: class indices ``()``, ``(N,)`` or ``(N, d1, ..., dk)`` (any integer dtype), or
+                class probabilities of ``input``'s shape.
+            sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``input``'s dtype: the target's shape (positions) for ``"none"``,
+            ``(N,)`` for ``"per_sample"``, 0-dim for ``"mean"`` and ``"sum"``.
+        """
         return cross_entropy(
             input,
             target,
@@ -303,10 +336,22 @@ class CrossEntropyLoss(_Loss):
 @declare(name="nll", function=nll_loss, denominator=class_denominator, example=_log_probs_example)
 class NLLLoss(_Loss):
     """Negative log likelihood, as ``torch.nn.NLLLoss`` plus per-sample reductions, sample
-    weights and ``normalizer``; ``forward(input, target, sample_weight=None, normalizer=None)``.
-    Every argument is described at :func:`exportable_loss.functional.nll_loss`.
+    weights and ``normalizer``.
 
-    Example:
+    The functional twin is [nll_loss][exportable_loss.functional.nll_loss].
+
+    Args:
+        weight: optional ``(C,)`` class weights (a buffer).
+        size_average: deprecated, as in ``torch.nn``: use ``reduction``.
+        ignore_index: class index whose positions do not count.
+        reduce: deprecated, as in ``torch.nn``: use ``reduction``.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs the PyTorch code
+            (a gather has nothing to fuse).
+        validate: check every class index in eager mode (synchronises with the device).
+
+    Examples:
         >>> NLLLoss()(torch.log(torch.tensor([[0.25, 0.75]])), torch.tensor([1]))
         tensor(0.2877)
     """
@@ -336,6 +381,19 @@ class NLLLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of ``input`` log-probabilities against ``target``.
+
+        Args:
+            input: log-probabilities ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``.
+            target: class indices ``()``, ``(N,)`` or ``(N, d1, ..., dk)`` (any integer dtype).
+            sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``input``'s dtype, shaped as
+            [cross_entropy][exportable_loss.functional.cross_entropy]'s.
+        """
         return nll_loss(
             input,
             target,

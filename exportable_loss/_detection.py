@@ -145,10 +145,12 @@ def generalized_box_iou_loss(
             boxes). Gradients flow into both.
         eps: added to the union and the enclosing area, as torchvision; must be non-negative
             (0 gives NaN for empty boxes, as torchvision).
-        reduction: over the element-wise loss of shape ``input.shape[:-1]``; ``"per_sample"``
-            averages over ``d1, ..., dk``. The default is ``"mean"`` (torchvision's is ``"none"``).
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``, over the element-wise
+            loss of shape ``input.shape[:-1]`` (``"per_sample"`` averages over ``d1, ..., dk``);
+            see [Reductions][reductions]. The default is ``"mean"`` (torchvision's is ``"none"``).
         sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
-        normalizer: optional 0-dim denominator for ``"mean"``.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
         backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs this PyTorch code (the
             loss has no fused kernel).
 
@@ -156,7 +158,7 @@ def generalized_box_iou_loss(
         The loss in ``input``'s dtype: shape ``input.shape[:-1]`` for ``"none"``, ``(N,)`` for
         ``"per_sample"``, else 0-dim.
 
-    Example:
+    Examples:
         >>> boxes = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0]])
         >>> targets = torch.tensor([[1.0, 1.0, 3.0, 3.0], [2.0, 0.0, 3.0, 1.0]])
         >>> generalized_box_iou_loss(boxes, targets, reduction="none")
@@ -202,10 +204,12 @@ def distance_box_iou_loss(
             point or integer (converted to ``input``'s dtype, as torchvision upcasts integer
             boxes). Gradients flow into both.
         eps: added to the union and the squared diagonal, as torchvision; non-negative.
-        reduction: over the element-wise loss of shape ``input.shape[:-1]``; ``"per_sample"``
-            averages over ``d1, ..., dk``. The default is ``"mean"`` (torchvision's is ``"none"``).
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``, over the element-wise
+            loss of shape ``input.shape[:-1]`` (``"per_sample"`` averages over ``d1, ..., dk``);
+            see [Reductions][reductions]. The default is ``"mean"`` (torchvision's is ``"none"``).
         sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
-        normalizer: optional 0-dim denominator for ``"mean"``.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
         backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs this PyTorch code (the
             loss has no fused kernel).
 
@@ -213,7 +217,7 @@ def distance_box_iou_loss(
         The loss in ``input``'s dtype: shape ``input.shape[:-1]`` for ``"none"``, ``(N,)`` for
         ``"per_sample"``, else 0-dim.
 
-    Example:
+    Examples:
         >>> boxes = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 1.0]])
         >>> targets = torch.tensor([[1.0, 1.0, 3.0, 3.0], [2.0, 0.0, 3.0, 1.0]])
         >>> distance_box_iou_loss(boxes, targets, reduction="none")
@@ -258,10 +262,12 @@ def complete_box_iou_loss(
             point or integer (converted to ``input``'s dtype, as torchvision upcasts integer
             boxes). Gradients flow into both.
         eps: added to the union, the squared diagonal and ``alpha``'s denominator; non-negative.
-        reduction: over the element-wise loss of shape ``input.shape[:-1]``; ``"per_sample"``
-            averages over ``d1, ..., dk``. The default is ``"mean"`` (torchvision's is ``"none"``).
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``, over the element-wise
+            loss of shape ``input.shape[:-1]`` (``"per_sample"`` averages over ``d1, ..., dk``);
+            see [Reductions][reductions]. The default is ``"mean"`` (torchvision's is ``"none"``).
         sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
-        normalizer: optional 0-dim denominator for ``"mean"``.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
         backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs this PyTorch code (the
             loss has no fused kernel).
 
@@ -269,7 +275,7 @@ def complete_box_iou_loss(
         The loss in ``input``'s dtype: shape ``input.shape[:-1]`` for ``"none"``, ``(N,)`` for
         ``"per_sample"``, else 0-dim.
 
-    Example:
+    Examples:
         >>> boxes = torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 1.0]])
         >>> targets = torch.tensor([[1.0, 1.0, 3.0, 3.0], [1.0, 0.0, 2.0, 2.0]])
         >>> complete_box_iou_loss(boxes, targets, reduction="none")
@@ -315,11 +321,19 @@ class _BoxLoss(_Loss):
 
 @declare(name="giou", function=generalized_box_iou_loss, denominator=every_row, example=_boxes_example)
 class GIoULoss(_BoxLoss):
-    """Generalized IoU loss on ``(x1, y1, x2, y2)`` boxes; see
-    :func:`~exportable_loss.functional.generalized_box_iou_loss` (default reduction ``"mean"``,
-    torchvision's is ``"none"``). Every backend runs the PyTorch formulation.
+    """Generalized IoU loss on ``(x1, y1, x2, y2)`` boxes, as torchvision's ``generalized_box_iou_loss``.
 
-    Example:
+    The functional twin, with the formula and the handling of degenerate boxes, is
+    [generalized_box_iou_loss][exportable_loss.functional.generalized_box_iou_loss].
+
+    Args:
+        eps: added to the denominators, as torchvision (non-negative).
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` (the default; torchvision's is
+            ``"none"``) or ``"sum"``, over one term per box; see [Reductions][reductions].
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs the PyTorch
+            formulation (there is no fused kernel).
+
+    Examples:
         >>> GIoULoss()(torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([[1.0, 1.0, 3.0, 3.0]]))
         tensor(1.0794)
     """
@@ -331,6 +345,19 @@ class GIoULoss(_BoxLoss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of the predicted boxes ``input`` against the boxes ``target``.
+
+        Args:
+            input: predicted boxes ``(4,)``, ``(N, 4)`` or ``(N, d1, ..., dk, 4)``.
+            target: ground-truth boxes of ``input``'s shape (floating point or integer).
+            sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``input``'s dtype: ``input.shape[:-1]`` for ``"none"``, ``(N,)`` for
+            ``"per_sample"``, 0-dim for ``"mean"`` and ``"sum"``.
+        """
         return generalized_box_iou_loss(
             input, target, self.eps, self.reduction, sample_weight, normalizer, self.backend
         )
@@ -338,11 +365,19 @@ class GIoULoss(_BoxLoss):
 
 @declare(name="diou", function=distance_box_iou_loss, denominator=every_row, example=_boxes_example)
 class DIoULoss(_BoxLoss):
-    """Distance IoU loss on ``(x1, y1, x2, y2)`` boxes; see
-    :func:`~exportable_loss.functional.distance_box_iou_loss` (default reduction ``"mean"``,
-    torchvision's is ``"none"``). Every backend runs the PyTorch formulation.
+    """Distance IoU loss on ``(x1, y1, x2, y2)`` boxes, as torchvision's ``distance_box_iou_loss``.
 
-    Example:
+    The functional twin, with the formula and the handling of degenerate boxes, is
+    [distance_box_iou_loss][exportable_loss.functional.distance_box_iou_loss].
+
+    Args:
+        eps: added to the denominators, as torchvision (non-negative).
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` (the default; torchvision's is
+            ``"none"``) or ``"sum"``, over one term per box; see [Reductions][reductions].
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs the PyTorch
+            formulation (there is no fused kernel).
+
+    Examples:
         >>> DIoULoss()(torch.tensor([[0.0, 0.0, 2.0, 2.0]]), torch.tensor([[1.0, 1.0, 3.0, 3.0]]))
         tensor(0.9683)
     """
@@ -354,16 +389,37 @@ class DIoULoss(_BoxLoss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of the predicted boxes ``input`` against the boxes ``target``.
+
+        Args:
+            input: predicted boxes ``(4,)``, ``(N, 4)`` or ``(N, d1, ..., dk, 4)``.
+            target: ground-truth boxes of ``input``'s shape (floating point or integer).
+            sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``input``'s dtype: ``input.shape[:-1]`` for ``"none"``, ``(N,)`` for
+            ``"per_sample"``, 0-dim for ``"mean"`` and ``"sum"``.
+        """
         return distance_box_iou_loss(input, target, self.eps, self.reduction, sample_weight, normalizer, self.backend)
 
 
 @declare(name="ciou", function=complete_box_iou_loss, denominator=every_row, example=_boxes_example)
 class CIoULoss(_BoxLoss):
-    """Complete IoU loss on ``(x1, y1, x2, y2)`` boxes; see
-    :func:`~exportable_loss.functional.complete_box_iou_loss` (default reduction ``"mean"``,
-    torchvision's is ``"none"``). Every backend runs the PyTorch formulation.
+    """Complete IoU loss on ``(x1, y1, x2, y2)`` boxes, as torchvision's ``complete_box_iou_loss``.
 
-    Example:
+    The functional twin, with the formula and the handling of degenerate boxes, is
+    [complete_box_iou_loss][exportable_loss.functional.complete_box_iou_loss].
+
+    Args:
+        eps: added to the denominators, as torchvision (non-negative).
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` (the default; torchvision's is
+            ``"none"``) or ``"sum"``, over one term per box; see [Reductions][reductions].
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs the PyTorch
+            formulation (there is no fused kernel).
+
+    Examples:
         >>> CIoULoss()(torch.tensor([[0.0, 0.0, 2.0, 1.0]]), torch.tensor([[1.0, 0.0, 2.0, 2.0]]))
         tensor(0.7629)
     """
@@ -375,4 +431,17 @@ class CIoULoss(_BoxLoss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of the predicted boxes ``input`` against the boxes ``target``.
+
+        Args:
+            input: predicted boxes ``(4,)``, ``(N, 4)`` or ``(N, d1, ..., dk, 4)``.
+            target: ground-truth boxes of ``input``'s shape (floating point or integer).
+            sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``input``'s dtype: ``input.shape[:-1]`` for ``"none"``, ``(N,)`` for
+            ``"per_sample"``, 0-dim for ``"mean"`` and ``"sum"``.
+        """
         return complete_box_iou_loss(input, target, self.eps, self.reduction, sample_weight, normalizer, self.backend)

@@ -3,7 +3,7 @@
 Both compare a student with a teacher distribution over the classes on dim 1 (dim 0 for an
 unbatched ``(C,)`` input), as ``torch.nn.CrossEntropyLoss`` lays out logits. An optional integer
 ``label`` of the position shape marks positions that do not count (``ignore_index``) and, for
-:func:`distillation_loss`, gives the hard targets.
+``distillation_loss``, gives the hard targets.
 
 Numerics: every term is written with ``log_softmax``, ``exp`` of log-probabilities (at most 1)
 and a stable softplus, so logits of +-1e4 and log-probabilities of ``-inf`` (classes with zero
@@ -143,9 +143,11 @@ def jsd_loss(
             dtype); only ``ignore_index`` is read from it.
         beta: in ``[0, 1]``, the teacher's weight in the mixture.
         ignore_index: label value whose positions do not count.
-        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"`` (see the reductions page).
-        sample_weight: optional ``(N,)`` weights, one per sample.
-        normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
         backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs this PyTorch code (the
             loss has no fused kernel).
 
@@ -153,7 +155,7 @@ def jsd_loss(
         The loss in ``input``'s dtype: ``"none"`` has the position shape (``input``'s without
         the class dimension), ``"per_sample"`` is ``(N,)``, ``"mean"`` and ``"sum"`` are 0-dim.
 
-    Example:
+    Examples:
         >>> student = torch.log(torch.tensor([[0.5, 0.5], [0.9, 0.1]]))
         >>> teacher = torch.log(torch.tensor([[0.9, 0.1], [0.9, 0.1]]))
         >>> jsd_loss(student, teacher, reduction="none")
@@ -212,9 +214,11 @@ def distillation_loss(
         temperature: ``T > 0``, divides both logits in the soft term.
         alpha: in ``[0, 1]``, the weight of the soft term.
         ignore_index: label value whose positions do not count.
-        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"`` (see the reductions page).
-        sample_weight: optional ``(N,)`` weights, one per sample.
-        normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
         backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs this PyTorch code (the
             loss has no fused kernel).
 
@@ -222,7 +226,7 @@ def distillation_loss(
         The loss in ``input``'s dtype: ``"none"`` has the position shape, ``"per_sample"`` is
         ``(N,)``, ``"mean"`` and ``"sum"`` are 0-dim.
 
-    Example:
+    Examples:
         >>> student = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
         >>> teacher = torch.tensor([[3.0, 0.0, -2.0], [0.0, 1.0, 2.0]])
         >>> distillation_loss(student, teacher, temperature=2.0, reduction="none")
@@ -290,12 +294,20 @@ def _log_probs(n: int, g: torch.Generator) -> Tensor:
     example_options=(("beta", 0.3),),
 )
 class JSDLoss(_Loss):
-    """Generalised Jensen-Shannon divergence as Liger-Kernel's ``LigerJSD``; see
-    :func:`functional.jsd_loss`. ``forward(input, target, label=None, sample_weight=None,
-    normalizer=None)`` takes student and teacher log-probabilities. Every backend runs the
-    PyTorch formulation (there is no fused kernel).
+    """Generalised Jensen-Shannon divergence as Liger-Kernel's ``LigerJSD``, between student and
+    teacher log-probabilities.
 
-    Example:
+    The functional twin, with the formula, is [jsd_loss][exportable_loss.functional.jsd_loss].
+
+    Args:
+        beta: in ``[0, 1]``, the teacher's weight in the mixture (0: forward KL, 1: reverse KL).
+        ignore_index: label value whose positions do not count.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs the PyTorch
+            formulation (there is no fused kernel).
+
+    Examples:
         >>> student = torch.log(torch.tensor([[0.5, 0.5], [0.9, 0.1]]))
         >>> teacher = torch.log(torch.tensor([[0.9, 0.1], [0.9, 0.1]]))
         >>> JSDLoss(beta=0.5)(student, teacher)
@@ -320,6 +332,20 @@ class JSDLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The divergence of the student ``input`` from the teacher ``target``.
+
+        Args:
+            input: student log-probabilities ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``.
+            target: teacher log-probabilities, ``input``'s shape.
+            label: optional class indices of the position shape (``input``'s without the class
+                dimension); only its ``ignore_index`` positions are read.
+            sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``input``'s dtype, shaped by ``reduction``.
+        """
         return jsd_loss(
             input, target, label, self.beta, self.ignore_index, self.reduction, sample_weight, normalizer, self.backend
         )
@@ -339,12 +365,21 @@ class JSDLoss(_Loss):
 )
 class DistillationLoss(_Loss):
     """Knowledge distillation (Hinton et al., 2015): ``alpha * T**2 * KL`` of the softened teacher
-    and student plus ``(1 - alpha) *`` hard-label cross entropy; see
-    :func:`functional.distillation_loss`. ``forward(input, target, label=None,
-    sample_weight=None, normalizer=None)`` takes student and teacher logits. Every backend runs
-    the PyTorch formulation (there is no fused kernel).
+    and student plus ``(1 - alpha) *`` hard-label cross entropy, on student and teacher logits.
 
-    Example:
+    The functional twin, with the formula, is
+    [distillation_loss][exportable_loss.functional.distillation_loss].
+
+    Args:
+        temperature: ``T > 0``, divides both logits in the soft term.
+        alpha: in ``[0, 1]``, the weight of the soft term (``alpha < 1`` needs a ``label``).
+        ignore_index: label value whose positions do not count.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs the PyTorch
+            formulation (there is no fused kernel).
+
+    Examples:
         >>> student = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
         >>> teacher = torch.tensor([[3.0, 0.0, -2.0], [0.0, 1.0, 2.0]])
         >>> DistillationLoss(temperature=2.0, alpha=0.5)(student, teacher, torch.tensor([0, 2]))
@@ -375,6 +410,20 @@ class DistillationLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The distillation loss of the student ``input`` against the teacher ``target`` and ``label``.
+
+        Args:
+            input: student logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``.
+            target: teacher logits, ``input``'s shape.
+            label: class indices of the position shape (``input``'s without the class
+                dimension); required when ``alpha < 1``.
+            sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``input``'s dtype, shaped by ``reduction``.
+        """
         return distillation_loss(
             input,
             target,

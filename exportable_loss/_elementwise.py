@@ -6,7 +6,7 @@ operator where one exists (``F.mse_loss`` is about twice as fast as ``(x - y) **
 under ``torch.jit.script`` and while an ONNX exporter traces, it uses primitive operators that
 both ONNX exporters translate faithfully (the exporters cannot export ``l1_loss`` or write an
 unstable ``Log(Sigmoid(x))``). Tests hold both formulations to ``torch.nn``'s numbers. With
-``backend="triton"`` every loss here runs the fused op of :mod:`exportable_loss._ops.pointwise`.
+``backend="triton"`` every loss here runs the fused op of ``exportable_loss._ops.pointwise``.
 """
 
 from typing import Optional, Tuple
@@ -27,7 +27,7 @@ from exportable_loss._registry import declare
 def _plain_reduction(
     input: Tensor, reduction: str, sample_weight: Optional[Tensor], normalizer: Optional[Tensor]
 ) -> bool:
-    """True where the fused ATen loss may reduce by itself, exactly as the SPEC routine would:
+    """True where the fused ATen loss may reduce by itself, exactly as ``reduce_loss`` would:
     an unweighted, non-empty float32/float64 sum or mean (fp16/bf16 accumulate in float32, and
     an empty mean is 0 here, NaN in ATen). It saves the extra passes of a separate reduction."""
     return (
@@ -52,12 +52,22 @@ def binary_cross_entropy_with_logits(
     """Binary cross entropy on logits, as ``torch.nn.functional.binary_cross_entropy_with_logits``.
 
     Args:
-        input: logits of any shape.
+        input: logits of any shape; dim 0 is the batch when it has a dimension.
         target: probabilities of ``input``'s shape.
-        weight: optional element weights, broadcast to ``input``'s shape.
+        weight: optional element weights, broadcast to ``input``'s shape (as ``torch.nn``).
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
         pos_weight: optional weight of positive examples, broadcast along the last dimension.
+        sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; see [Backends][backends].
 
-    Example:
+    Returns:
+        The loss in ``input``'s dtype: ``input``'s shape for ``"none"``, ``(N,)`` for
+        ``"per_sample"``, 0-dim for ``"mean"`` and ``"sum"``.
+
+    Examples:
         >>> binary_cross_entropy_with_logits(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.0]))
         tensor(1.4100)
     """
@@ -96,7 +106,21 @@ def mse_loss(
 ) -> Tensor:
     """Squared error ``(input - target) ** 2``, as ``torch.nn.functional.mse_loss``.
 
-    Example:
+    Args:
+        input: any shape; dim 0 is the batch when it has a dimension.
+        target: ``input``'s shape.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; see [Backends][backends].
+
+    Returns:
+        The loss in ``input``'s dtype: ``input``'s shape for ``"none"``, ``(N,)`` for
+        ``"per_sample"``, 0-dim for ``"mean"`` and ``"sum"``.
+
+    Examples:
         >>> mse_loss(torch.tensor([[1.0, 2.0], [3.0, 5.0]]), torch.zeros(2, 2), reduction="per_sample")
         tensor([ 2.5000, 17.0000])
     """
@@ -126,7 +150,21 @@ def l1_loss(
 ) -> Tensor:
     """Absolute error ``|input - target|``, as ``torch.nn.functional.l1_loss``.
 
-    Example:
+    Args:
+        input: any shape; dim 0 is the batch when it has a dimension.
+        target: ``input``'s shape.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; see [Backends][backends].
+
+    Returns:
+        The loss in ``input``'s dtype: ``input``'s shape for ``"none"``, ``(N,)`` for
+        ``"per_sample"``, 0-dim for ``"mean"`` and ``"sum"``.
+
+    Examples:
         >>> l1_loss(torch.tensor([1.0, -2.0]), torch.zeros(2), reduction="sum")
         tensor(3.)
     """
@@ -158,7 +196,22 @@ def smooth_l1_loss(
 
     As ``torch.nn.functional.smooth_l1_loss``; ``beta=0`` is the L1 loss.
 
-    Example:
+    Args:
+        input: any shape; dim 0 is the batch when it has a dimension.
+        target: ``input``'s shape.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        beta: the threshold between the quadratic and the linear part (non-negative).
+        sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; see [Backends][backends].
+
+    Returns:
+        The loss in ``input``'s dtype: ``input``'s shape for ``"none"``, ``(N,)`` for
+        ``"per_sample"``, 0-dim for ``"mean"`` and ``"sum"``.
+
+    Examples:
         >>> smooth_l1_loss(torch.tensor([0.5, 3.0]), torch.zeros(2), reduction="none")
         tensor([0.1250, 2.5000])
     """
@@ -196,7 +249,22 @@ def huber_loss(
 
     As ``torch.nn.functional.huber_loss``.
 
-    Example:
+    Args:
+        input: any shape; dim 0 is the batch when it has a dimension.
+        target: ``input``'s shape.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        delta: the threshold between the quadratic and the linear part (positive).
+        sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; see [Backends][backends].
+
+    Returns:
+        The loss in ``input``'s dtype: ``input``'s shape for ``"none"``, ``(N,)`` for
+        ``"per_sample"``, 0-dim for ``"mean"`` and ``"sum"``.
+
+    Examples:
         >>> huber_loss(torch.tensor([0.5, 3.0]), torch.zeros(2), reduction="none", delta=2.0)
         tensor([0.1250, 4.0000])
     """
@@ -233,7 +301,23 @@ def kl_div(
     ``log_target=True``, ``exp(target) * (target - input)``. ``"mean"`` averages over every
     element as ``torch.nn`` does; ``"batchmean"`` divides the sum by the batch size.
 
-    Example:
+    Args:
+        input: log-probabilities, any shape; dim 0 is the batch when it has a dimension.
+        target: probabilities (log-probabilities with ``log_target=True``) of ``input``'s shape.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"``, ``"sum"`` or ``"batchmean"`` (the
+            sum divided by the batch size, whatever the sample weights); see
+            [Reductions][reductions].
+        log_target: whether ``target`` holds log-probabilities.
+        sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"`` and
+            ``"batchmean"``; no gradient flows into it.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; see [Backends][backends].
+
+    Returns:
+        The loss in ``input``'s dtype: ``input``'s shape for ``"none"``, ``(N,)`` for
+        ``"per_sample"``, 0-dim for ``"mean"``, ``"sum"`` and ``"batchmean"``.
+
+    Examples:
         >>> logp = torch.log(torch.tensor([[0.5, 0.5]]))
         >>> kl_div(logp, torch.tensor([[0.9, 0.1]]), reduction="batchmean")
         tensor(0.3681)
@@ -272,7 +356,24 @@ def sigmoid_focal_loss(
     turns the class balancing off. The default reduction is ``"mean"`` (torchvision's is
     ``"none"``).
 
-    Example:
+    Args:
+        input: logits of any shape; dim 0 is the batch when it has a dimension.
+        target: binary labels (or probabilities) of ``input``'s shape.
+        alpha: weight of the positive class (``1 - alpha`` weighs the negative); a negative value
+            turns the class balancing off.
+        gamma: the focusing exponent (non-negative).
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; see [Backends][backends].
+
+    Returns:
+        The loss in ``input``'s dtype: ``input``'s shape for ``"none"``, ``(N,)`` for
+        ``"per_sample"``, 0-dim for ``"mean"`` and ``"sum"``.
+
+    Examples:
         >>> sigmoid_focal_loss(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.0]), reduction="none")
         tensor([0.0433, 1.2376])
     """
@@ -323,7 +424,20 @@ def _pair(n: int, g: torch.Generator) -> Tuple[Tensor, ...]:
 class BCEWithLogitsLoss(_Loss):
     """Binary cross entropy on logits, as ``torch.nn.BCEWithLogitsLoss``.
 
-    Example:
+    The functional twin is
+    [binary_cross_entropy_with_logits][exportable_loss.functional.binary_cross_entropy_with_logits].
+
+    Args:
+        weight: optional element weights, broadcast to the input's shape (a buffer).
+        size_average: deprecated, as in ``torch.nn``: use ``reduction``.
+        reduce: deprecated, as in ``torch.nn``: use ``reduction``.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        pos_weight: optional weight of positive examples, broadcast along the last dimension (a
+            buffer).
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; see [Backends][backends].
+
+    Examples:
         >>> BCEWithLogitsLoss(pos_weight=torch.tensor([2.0]))(torch.zeros(2, 1), torch.ones(2, 1))
         tensor(1.3863)
     """
@@ -350,6 +464,18 @@ class BCEWithLogitsLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of ``input`` against ``target``.
+
+        Args:
+            input: logits of any shape; dim 0 is the batch when it has a dimension.
+            target: probabilities of ``input``'s shape.
+            sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``input``'s dtype, shaped by ``reduction``.
+        """
         return binary_cross_entropy_with_logits(
             input,
             target,
@@ -366,7 +492,16 @@ class BCEWithLogitsLoss(_Loss):
 class MSELoss(_Loss):
     """Squared error, as ``torch.nn.MSELoss``.
 
-    Example:
+    The functional twin is [mse_loss][exportable_loss.functional.mse_loss].
+
+    Args:
+        size_average: deprecated, as in ``torch.nn``: use ``reduction``.
+        reduce: deprecated, as in ``torch.nn``: use ``reduction``.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; see [Backends][backends].
+
+    Examples:
         >>> MSELoss(reduction="per_sample")(torch.ones(2, 3), torch.zeros(2, 3))
         tensor([1., 1.])
     """
@@ -387,6 +522,18 @@ class MSELoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of ``input`` against ``target``.
+
+        Args:
+            input: any shape; dim 0 is the batch when it has a dimension.
+            target: ``input``'s shape.
+            sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``input``'s dtype, shaped by ``reduction``.
+        """
         return mse_loss(input, target, self.reduction, sample_weight, normalizer, self.backend)
 
 
@@ -394,7 +541,16 @@ class MSELoss(_Loss):
 class L1Loss(_Loss):
     """Absolute error, as ``torch.nn.L1Loss``.
 
-    Example:
+    The functional twin is [l1_loss][exportable_loss.functional.l1_loss].
+
+    Args:
+        size_average: deprecated, as in ``torch.nn``: use ``reduction``.
+        reduce: deprecated, as in ``torch.nn``: use ``reduction``.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; see [Backends][backends].
+
+    Examples:
         >>> L1Loss(reduction="sum")(torch.tensor([1.0, -2.0]), torch.zeros(2))
         tensor(3.)
     """
@@ -415,6 +571,18 @@ class L1Loss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of ``input`` against ``target``.
+
+        Args:
+            input: any shape; dim 0 is the batch when it has a dimension.
+            target: ``input``'s shape.
+            sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``input``'s dtype, shaped by ``reduction``.
+        """
         return l1_loss(input, target, self.reduction, sample_weight, normalizer, self.backend)
 
 
@@ -429,7 +597,17 @@ class L1Loss(_Loss):
 class SmoothL1Loss(_Loss):
     """Smooth L1, as ``torch.nn.SmoothL1Loss``.
 
-    Example:
+    The functional twin is [smooth_l1_loss][exportable_loss.functional.smooth_l1_loss].
+
+    Args:
+        size_average: deprecated, as in ``torch.nn``: use ``reduction``.
+        reduce: deprecated, as in ``torch.nn``: use ``reduction``.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        beta: the threshold between the quadratic and the linear part (non-negative; 0 is L1).
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; see [Backends][backends].
+
+    Examples:
         >>> SmoothL1Loss(beta=0.5)(torch.tensor([0.25, 2.0]), torch.zeros(2))
         tensor(0.9062)
     """
@@ -456,6 +634,18 @@ class SmoothL1Loss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of ``input`` against ``target``.
+
+        Args:
+            input: any shape; dim 0 is the batch when it has a dimension.
+            target: ``input``'s shape.
+            sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``input``'s dtype, shaped by ``reduction``.
+        """
         return smooth_l1_loss(input, target, self.reduction, self.beta, sample_weight, normalizer, self.backend)
 
 
@@ -470,7 +660,15 @@ class SmoothL1Loss(_Loss):
 class HuberLoss(_Loss):
     """Huber loss, as ``torch.nn.HuberLoss``.
 
-    Example:
+    The functional twin is [huber_loss][exportable_loss.functional.huber_loss].
+
+    Args:
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        delta: the threshold between the quadratic and the linear part (positive).
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; see [Backends][backends].
+
+    Examples:
         >>> HuberLoss(delta=2.0, reduction="none")(torch.tensor([0.5, 3.0]), torch.zeros(2))
         tensor([0.1250, 4.0000])
     """
@@ -490,6 +688,18 @@ class HuberLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of ``input`` against ``target``.
+
+        Args:
+            input: any shape; dim 0 is the batch when it has a dimension.
+            target: ``input``'s shape.
+            sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``input``'s dtype, shaped by ``reduction``.
+        """
         return huber_loss(input, target, self.reduction, self.delta, sample_weight, normalizer, self.backend)
 
 
@@ -507,7 +717,18 @@ class HuberLoss(_Loss):
 class KLDivLoss(_Loss):
     """Kullback-Leibler divergence, as ``torch.nn.KLDivLoss`` (also ``reduction="batchmean"``).
 
-    Example:
+    The functional twin is [kl_div][exportable_loss.functional.kl_div].
+
+    Args:
+        size_average: deprecated, as in ``torch.nn``: use ``reduction``.
+        reduce: deprecated, as in ``torch.nn``: use ``reduction``.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"``, ``"sum"`` or ``"batchmean"`` (the
+            sum divided by the batch size, whatever the sample weights); see
+            [Reductions][reductions].
+        log_target: whether the target holds log-probabilities.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; see [Backends][backends].
+
+    Examples:
         >>> KLDivLoss(reduction="batchmean")(torch.log(torch.tensor([[0.5, 0.5]])), torch.tensor([[0.9, 0.1]]))
         tensor(0.3681)
     """
@@ -532,6 +753,18 @@ class KLDivLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of ``input`` against ``target``.
+
+        Args:
+            input: log-probabilities, any shape; dim 0 is the batch when it has a dimension.
+            target: probabilities (log-probabilities with ``log_target=True``) of ``input``'s shape.
+            sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"`` and
+                ``"batchmean"``; no gradient flows into it.
+
+        Returns:
+            The loss in ``input``'s dtype, shaped by ``reduction``.
+        """
         return kl_div(input, target, self.reduction, self.log_target, sample_weight, normalizer, self.backend)
 
 
@@ -543,9 +776,19 @@ class KLDivLoss(_Loss):
     example=lambda n, g: (torch.randn(n, 3, generator=g), (torch.rand(n, 3, generator=g) > 0.5).float()),
 )
 class FocalLoss(_Loss):
-    """Sigmoid focal loss, as ``torchvision.ops.sigmoid_focal_loss`` (default reduction "mean").
+    """Sigmoid focal loss, as ``torchvision.ops.sigmoid_focal_loss`` (default reduction ``"mean"``).
 
-    Example:
+    The functional twin is [sigmoid_focal_loss][exportable_loss.functional.sigmoid_focal_loss].
+
+    Args:
+        alpha: weight of the positive class (``1 - alpha`` weighs the negative); a negative value
+            turns the class balancing off.
+        gamma: the focusing exponent (non-negative).
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; see [Backends][backends].
+
+    Examples:
         >>> FocalLoss(reduction="sum")(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.0]))
         tensor(1.2809)
     """
@@ -568,6 +811,18 @@ class FocalLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of ``input`` against ``target``.
+
+        Args:
+            input: logits of any shape; dim 0 is the batch when it has a dimension.
+            target: binary labels (or probabilities) of ``input``'s shape.
+            sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``input``'s dtype, shaped by ``reduction``.
+        """
         return sigmoid_focal_loss(
             input, target, self.alpha, self.gamma, self.reduction, sample_weight, normalizer, self.backend
         )

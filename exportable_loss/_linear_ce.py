@@ -88,38 +88,43 @@ def linear_cross_entropy(
 ) -> Tensor:
     """Cross entropy of ``input @ linear_weight.T + linear_bias``, chunked over positions.
 
-    Equals :func:`cross_entropy` on those logits (class dimension moved to position 1) with the
-    same options, without materialising the ``(positions, C)`` logits in eager mode and under
-    ``torch.compile``: ``chunk_size`` rows at a time. For ``"mean"`` and ``"sum"`` with a gradient
-    needed, each chunk's gradients are computed in the same pass (the backward only scales them
-    by ``grad_output``); otherwise the forward keeps each row's loss, log-sum-exp and target mass
-    and the backward recomputes each chunk's logits. With ``backend="triton"`` each
-    chunk's loss and gradient come from the cross-entropy kernels, the gradient written over the
-    chunk's logits. Exported graphs (TorchScript, ``torch.export``, ONNX) hold the unfused form.
+    Equals [cross_entropy][exportable_loss.functional.cross_entropy] on those logits (class
+    dimension moved to position 1) with the same options, without materialising the
+    ``(positions, C)`` logits in eager mode and under ``torch.compile``: ``chunk_size`` rows at a
+    time. For ``"mean"`` and ``"sum"`` with a gradient needed, each chunk's gradients are computed
+    in the same pass (the backward only scales them by ``grad_output``); otherwise the forward
+    keeps each row's loss, log-sum-exp and target mass and the backward recomputes each chunk's
+    logits. With ``backend="triton"`` each chunk's loss and gradient come from the cross-entropy
+    kernels, the gradient written over the chunk's logits. Exported graphs (TorchScript,
+    ``torch.export``, ONNX) hold the unfused form.
 
     Args:
         input: hidden states ``(H,)``, ``(N, H)`` or ``(N, d1, ..., dk, H)``.
         linear_weight: classifier matrix ``(C, H)``, ``input``'s dtype.
         target: class indices ``()``, ``(N,)`` or ``(N, d1, ..., dk)``, or class probabilities
             of the logits' shape with the class dimension at position 1 (as
-            :func:`cross_entropy` takes them).
+            [cross_entropy][exportable_loss.functional.cross_entropy] takes them).
         linear_bias: optional ``(C,)`` bias.
-        weight: optional ``(C,)`` class weights, as :func:`cross_entropy`'s.
-        ignore_index: as :func:`cross_entropy`'s.
-        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``.
-        label_smoothing: as :func:`cross_entropy`'s.
-        sample_weight: optional ``(N,)`` weights, one per sample.
-        normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
-        z_loss: as :func:`cross_entropy`'s.
-        logit_softcap: as :func:`cross_entropy`'s.
+        weight: optional ``(C,)`` class weights.
+        ignore_index: class index whose positions do not count (class-index targets only).
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        label_smoothing: in ``[0, 1]``; mixes the target with the uniform distribution.
+        sample_weight: optional ``(N,)`` weights, one per sample along dim 0 of ``input``.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
+        z_loss: adds ``z_loss * logsumexp(logits) ** 2`` to every counted position, before
+            its class weight is applied.
+        logit_softcap: ``c`` replaces the logits by ``c * tanh(logits / c)`` first.
         chunk_size: rows of hidden states per chunk; ``None`` picks a power of two that keeps a
             chunk's logits about the size of ``input``.
-        backend: ``"torch"``, ``"triton"`` or ``"auto"``.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; see [Backends][backends].
 
     Returns:
-        The loss in ``input``'s dtype, shaped as :func:`cross_entropy`'s.
+        The loss in ``input``'s dtype: the target's shape (positions) for ``"none"``, ``(N,)``
+        for ``"per_sample"``, 0-dim for ``"mean"`` and ``"sum"``.
 
-    Example:
+    Examples:
         >>> hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
         >>> classifier = torch.tensor([[2.0, 0.0], [0.0, 1.0], [-1.0, 1.0]])
         >>> linear_cross_entropy(hidden, classifier, torch.tensor([0, 2, -100]), chunk_size=2)
@@ -189,10 +194,24 @@ def _example(n: int, g: torch.Generator) -> Tuple[Tensor, ...]:
 class FusedLinearCrossEntropyLoss(_Loss):
     """Classifier and cross entropy in one, without the ``(positions, C)`` logits in memory.
 
-    Same options as :class:`CrossEntropyLoss` plus ``chunk_size``; see
-    :func:`exportable_loss.functional.linear_cross_entropy`.
+    Same options as [CrossEntropyLoss][exportable_loss.losses.CrossEntropyLoss] plus
+    ``chunk_size``. The functional twin, with the details of the chunking, is
+    [linear_cross_entropy][exportable_loss.functional.linear_cross_entropy].
 
-    Example:
+    Args:
+        weight: optional ``(C,)`` class weights (a buffer).
+        ignore_index: class index whose positions do not count (class-index targets only).
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        label_smoothing: in ``[0, 1]``; mixes the target with the uniform distribution.
+        z_loss: adds ``z_loss * logsumexp(logits) ** 2`` to every counted position, before
+            its class weight is applied.
+        logit_softcap: ``c`` replaces the logits by ``c * tanh(logits / c)`` first.
+        chunk_size: rows of hidden states per chunk; ``None`` picks a power of two that keeps a
+            chunk's logits about the size of the hidden states.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; see [Backends][backends].
+
+    Examples:
         >>> loss = FusedLinearCrossEntropyLoss(reduction="per_sample")
         >>> hidden = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # (N, T, H)
         >>> loss(hidden, torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([[0, 1]]))
@@ -232,6 +251,21 @@ class FusedLinearCrossEntropyLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The cross entropy of the logits ``input @ linear_weight.T + linear_bias`` against ``target``.
+
+        Args:
+            input: hidden states ``(H,)``, ``(N, H)`` or ``(N, d1, ..., dk, H)``.
+            linear_weight: classifier matrix ``(C, H)``, ``input``'s dtype.
+            target: class indices ``()``, ``(N,)`` or ``(N, d1, ..., dk)``, or class
+                probabilities of the logits' shape with the class dimension at position 1.
+            linear_bias: optional ``(C,)`` bias.
+            sample_weight: optional ``(N,)`` weights, one per sample along dim 0 of ``input``.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``input``'s dtype, shaped by ``reduction``.
+        """
         return linear_cross_entropy(
             input,
             linear_weight,

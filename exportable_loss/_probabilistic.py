@@ -48,9 +48,11 @@ def poisson_nll_loss(
         log_input: whether ``input`` holds log-rates.
         full: add the Stirling term.
         eps: added to ``input`` before the log when ``log_input=False``.
-        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"`` (see the reductions page).
-        sample_weight: optional ``(N,)`` weights, one per sample.
-        normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
         backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs this PyTorch code (the
             loss has no fused kernel).
 
@@ -58,7 +60,7 @@ def poisson_nll_loss(
         The loss in ``input``'s dtype: ``"none"`` has ``input``'s shape, ``"per_sample"`` is
         ``(N,)``, ``"mean"`` and ``"sum"`` are 0-dim.
 
-    Example:
+    Examples:
         >>> rate = torch.tensor([[0.0, 1.0], [2.0, -1.0]])
         >>> poisson_nll_loss(rate, torch.tensor([[1.0, 3.0], [0.0, 2.0]]), full=True, reduction="per_sample")
         tensor([1.2412, 5.2044])
@@ -139,9 +141,11 @@ def gaussian_nll_loss(
             skipped under ``torch.compile``, ``torch.export``, tracing, scripting, ONNX export
             and ``torch.func`` transforms (graphs stay free of syncs), and for meta tensors;
             there a negative variance is clamped to ``eps`` like any other below it.
-        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"`` (see the reductions page).
-        sample_weight: optional ``(N,)`` weights, one per sample.
-        normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
         backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs this PyTorch code (the
             loss has no fused kernel).
 
@@ -149,7 +153,7 @@ def gaussian_nll_loss(
         The loss in ``input``'s dtype: ``"none"`` has ``input``'s shape, ``"per_sample"`` is
         ``(N,)``, ``"mean"`` and ``"sum"`` are 0-dim.
 
-    Example:
+    Examples:
         >>> mean, target = torch.tensor([[0.0, 1.0], [2.0, 0.5]]), torch.tensor([[0.5, 1.0], [0.0, 0.0]])
         >>> gaussian_nll_loss(mean, target, torch.tensor([0.5, 2.0]), reduction="per_sample")
         tensor([-0.2216,  0.8778])
@@ -202,9 +206,11 @@ def margin_ranking_loss(
         input2: scores of ``input1``'s shape.
         target: ``1`` or ``-1`` of ``input1``'s shape (floating or integer dtype).
         margin: the margin.
-        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"`` (see the reductions page).
-        sample_weight: optional ``(N,)`` weights, one per sample.
-        normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
         backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs this PyTorch code (the
             loss has no fused kernel).
 
@@ -212,7 +218,7 @@ def margin_ranking_loss(
         The loss in ``input1``'s dtype: ``"none"`` has ``input1``'s shape, ``"per_sample"`` is
         ``(N,)``, ``"mean"`` and ``"sum"`` are 0-dim.
 
-    Example:
+    Examples:
         >>> margin_ranking_loss(torch.tensor([0.8, 0.1]), torch.tensor([0.5, 0.4]), torch.tensor([1.0, 1.0]),
         ...                     margin=0.5, reduction="none")
         tensor([0.2000, 0.8000])
@@ -264,9 +270,10 @@ def triplet_margin_loss(
         swap: the distance swap.
         reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; the element-wise loss
             has ``anchor``'s shape without the last dimension (dim 0 is the batch when that
-            shape has a dimension).
-        sample_weight: optional ``(N,)`` weights, one per sample.
-        normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
+            shape has a dimension); see [Reductions][reductions].
+        sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
         backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs this PyTorch code (the
             loss has no fused kernel).
 
@@ -274,7 +281,7 @@ def triplet_margin_loss(
         The loss in ``anchor``'s dtype: ``"none"`` is ``(N,)`` (0-dim for an unbatched input),
         ``"per_sample"`` is ``(N,)``, ``"mean"`` and ``"sum"`` are 0-dim.
 
-    Example:
+    Examples:
         >>> anchor, positive = torch.tensor([[0.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 1.0], [1.0, 0.0]])
         >>> triplet_margin_loss(anchor, positive, torch.tensor([[3.0, 0.0], [1.0, 2.0]]), reduction="none")
         tensor([0.0000, 1.0000])
@@ -319,9 +326,11 @@ def cosine_embedding_loss(
         input2: ``input1``'s shape.
         target: ``(N,)`` (``()`` for unbatched inputs) of ``1`` or ``-1``, any real dtype.
         margin: the margin of the ``-1`` pairs.
-        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"`` (see the reductions page).
-        sample_weight: optional ``(N,)`` weights, one per sample.
-        normalizer: optional 0-dim denominator of ``"mean"``; no gradient flows into it.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
         backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs this PyTorch code (the
             loss has no fused kernel).
 
@@ -329,7 +338,7 @@ def cosine_embedding_loss(
         The loss in ``input1``'s dtype: ``"none"`` and ``"per_sample"`` are ``(N,)`` (``"none"``
         is 0-dim for unbatched inputs), ``"mean"`` and ``"sum"`` are 0-dim.
 
-    Example:
+    Examples:
         >>> x1, x2 = torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([[1.0, 1.0], [1.0, 0.9]])
         >>> cosine_embedding_loss(x1, x2, torch.tensor([1, -1]), margin=0.5, reduction="none")
         tensor([0.2929, 0.4986])
@@ -379,11 +388,23 @@ def _signs(n: int, g: torch.Generator) -> Tensor:
     example_options=(("full", True),),
 )
 class PoissonNLLLoss(_Loss):
-    """Poisson negative log likelihood, as ``torch.nn.PoissonNLLLoss``; see
-    :func:`functional.poisson_nll_loss`. ``forward(input, target, sample_weight=None,
-    normalizer=None)``. Every backend runs the PyTorch formulation (there is no fused kernel).
+    """Poisson negative log likelihood, as ``torch.nn.PoissonNLLLoss``.
 
-    Example:
+    The functional twin, with the formula, is
+    [poisson_nll_loss][exportable_loss.functional.poisson_nll_loss].
+
+    Args:
+        log_input: whether the input holds log-rates (else rates).
+        full: add the Stirling approximation of ``log(target!)``.
+        size_average: deprecated, as in ``torch.nn``: use ``reduction``.
+        eps: added to the input before the log when ``log_input=False``.
+        reduce: deprecated, as in ``torch.nn``: use ``reduction``.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs the PyTorch
+            formulation (there is no fused kernel).
+
+    Examples:
         >>> PoissonNLLLoss()(torch.tensor([0.0, 1.0]), torch.tensor([1.0, 2.0]))
         tensor(0.8591)
     """
@@ -412,6 +433,18 @@ class PoissonNLLLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of the (log-)rates ``input`` against the counts ``target``.
+
+        Args:
+            input: log-rates (or rates), any shape; dim 0 is the batch when it has a dimension.
+            target: counts of ``input``'s shape (floating or integer dtype).
+            sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``input``'s dtype, shaped by ``reduction``.
+        """
         return poisson_nll_loss(
             input, target, self.log_input, self.full, self.eps, self.reduction, sample_weight, normalizer, self.backend
         )
@@ -428,13 +461,22 @@ class PoissonNLLLoss(_Loss):
     ),
 )
 class GaussianNLLLoss(_Loss):
-    """Gaussian negative log likelihood, as ``torch.nn.GaussianNLLLoss``; see
-    :func:`functional.gaussian_nll_loss` (shapes of ``var``, and ``validate``: the eager-only
-    check for negative variances, on by default as in ``torch.nn``). ``forward(input, target,
-    var, sample_weight=None, normalizer=None)``. Every backend runs the PyTorch formulation
-    (there is no fused kernel).
+    """Gaussian negative log likelihood, as ``torch.nn.GaussianNLLLoss``.
 
-    Example:
+    The functional twin, with the formula, is
+    [gaussian_nll_loss][exportable_loss.functional.gaussian_nll_loss].
+
+    Args:
+        full: add the constant ``0.5 * log(2 * pi)``.
+        eps: lower clamp of ``var``.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs the PyTorch
+            formulation (there is no fused kernel).
+        validate: in eager mode, raise ``ValueError`` when ``var`` holds a negative entry, as
+            ``torch.nn`` does (a device synchronisation; skipped while a graph is captured).
+
+    Examples:
         >>> mean, target, var = torch.tensor([[0.0, 1.0]]), torch.tensor([[0.5, 1.0]]), torch.tensor([[0.5, 2.0]])
         >>> GaussianNLLLoss(full=True)(mean, target, var)
         tensor(1.0439)
@@ -464,6 +506,20 @@ class GaussianNLLLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of the means ``input`` with variances ``var`` against the samples ``target``.
+
+        Args:
+            input: means, any shape; dim 0 is the batch when it has a dimension.
+            target: samples of ``input``'s shape.
+            var: variances: ``input``'s shape; that shape without the last dimension, or with
+                one dimension of size 1 (broadcast over it); or a non-negative float.
+            sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``input``'s dtype, shaped by ``reduction``.
+        """
         return gaussian_nll_loss(
             input,
             target,
@@ -486,12 +542,21 @@ class GaussianNLLLoss(_Loss):
     example_options=(("margin", 0.5),),
 )
 class MarginRankingLoss(_Loss):
-    """Margin ranking loss, as ``torch.nn.MarginRankingLoss``; see
-    :func:`functional.margin_ranking_loss`. ``forward(input1, input2, target,
-    sample_weight=None, normalizer=None)``. Every backend runs the PyTorch formulation (there is
-    no fused kernel).
+    """Margin ranking loss, as ``torch.nn.MarginRankingLoss``.
 
-    Example:
+    The functional twin, with the formula, is
+    [margin_ranking_loss][exportable_loss.functional.margin_ranking_loss].
+
+    Args:
+        margin: the margin.
+        size_average: deprecated, as in ``torch.nn``: use ``reduction``.
+        reduce: deprecated, as in ``torch.nn``: use ``reduction``.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs the PyTorch
+            formulation (there is no fused kernel).
+
+    Examples:
         >>> MarginRankingLoss(margin=0.5)(torch.tensor([0.8, 0.1]), torch.tensor([0.5, 0.4]), torch.tensor([1.0, -1.0]))
         tensor(0.2000)
     """
@@ -517,6 +582,20 @@ class MarginRankingLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of ranking ``input1`` against ``input2`` as ``target`` says.
+
+        Args:
+            input1: scores, any shape (``(N,)`` or ``()`` usually); dim 0 is the batch when it
+                has one.
+            input2: scores of ``input1``'s shape.
+            target: ``1`` or ``-1`` of ``input1``'s shape (floating or integer dtype).
+            sample_weight: optional ``(N,)`` weights, one per sample along dim 0 of ``input1``.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``input1``'s dtype, shaped by ``reduction``.
+        """
         return margin_ranking_loss(
             input1, input2, target, self.margin, self.reduction, sample_weight, normalizer, self.backend
         )
@@ -530,12 +609,24 @@ class MarginRankingLoss(_Loss):
     example=lambda n, g: tuple(torch.randn(n, 4, generator=g) for _ in range(3)),
 )
 class TripletMarginLoss(_Loss):
-    """Triplet margin loss, as ``torch.nn.TripletMarginLoss``; see
-    :func:`functional.triplet_margin_loss`. ``forward(anchor, positive, negative,
-    sample_weight=None, normalizer=None)``. Every backend runs the PyTorch formulation (there is
-    no fused kernel).
+    """Triplet margin loss, as ``torch.nn.TripletMarginLoss``.
 
-    Example:
+    The functional twin, with the formula, is
+    [triplet_margin_loss][exportable_loss.functional.triplet_margin_loss].
+
+    Args:
+        margin: positive margin.
+        p: the norm degree.
+        eps: added to every difference before the norm.
+        swap: the distance swap (Balntas et al.).
+        size_average: deprecated, as in ``torch.nn``: use ``reduction``.
+        reduce: deprecated, as in ``torch.nn``: use ``reduction``.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs the PyTorch
+            formulation (there is no fused kernel).
+
+    Examples:
         >>> anchor, positive = torch.tensor([[0.0, 0.0], [1.0, 1.0]]), torch.tensor([[0.0, 1.0], [1.0, 0.0]])
         >>> TripletMarginLoss(p=1.0, swap=True)(anchor, positive, torch.tensor([[3.0, 0.0], [1.0, 2.0]]))
         tensor(0.5000)
@@ -570,6 +661,19 @@ class TripletMarginLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of the triplets ``(anchor, positive, negative)``.
+
+        Args:
+            anchor: embeddings ``(N, D)``, ``(N, d1, ..., D)`` or unbatched ``(D,)``.
+            positive: ``anchor``'s shape.
+            negative: ``anchor``'s shape.
+            sample_weight: optional ``(N,)`` weights, one per sample along dim 0 of ``anchor``.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``anchor``'s dtype, shaped by ``reduction``.
+        """
         return triplet_margin_loss(
             anchor,
             positive,
@@ -593,12 +697,21 @@ class TripletMarginLoss(_Loss):
     example_options=(("margin", 0.2),),
 )
 class CosineEmbeddingLoss(_Loss):
-    """Cosine embedding loss, as ``torch.nn.CosineEmbeddingLoss``; see
-    :func:`functional.cosine_embedding_loss`. ``forward(input1, input2, target,
-    sample_weight=None, normalizer=None)``. Every backend runs the PyTorch formulation (there is
-    no fused kernel).
+    """Cosine embedding loss, as ``torch.nn.CosineEmbeddingLoss``.
 
-    Example:
+    The functional twin, with the formula, is
+    [cosine_embedding_loss][exportable_loss.functional.cosine_embedding_loss].
+
+    Args:
+        margin: the margin of the ``-1`` pairs.
+        size_average: deprecated, as in ``torch.nn``: use ``reduction``.
+        reduce: deprecated, as in ``torch.nn``: use ``reduction``.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions].
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs the PyTorch
+            formulation (there is no fused kernel).
+
+    Examples:
         >>> x1, x2 = torch.tensor([[1.0, 0.0], [1.0, 1.0]]), torch.tensor([[1.0, 1.0], [1.0, 0.9]])
         >>> CosineEmbeddingLoss(margin=0.5)(x1, x2, torch.tensor([1.0, -1.0]))
         tensor(0.3958)
@@ -625,6 +738,19 @@ class CosineEmbeddingLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of the pairs ``(input1, input2)`` labelled ``target``.
+
+        Args:
+            input1: embeddings ``(N, D)``, or unbatched ``(D,)``.
+            input2: ``input1``'s shape.
+            target: ``(N,)`` (``()`` for unbatched inputs) of ``1`` or ``-1``, any real dtype.
+            sample_weight: optional ``(N,)`` weights, one per sample along dim 0 of ``input1``.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``input1``'s dtype, shaped by ``reduction``.
+        """
         return cosine_embedding_loss(
             input1, input2, target, self.margin, self.reduction, sample_weight, normalizer, self.backend
         )

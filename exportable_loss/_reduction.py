@@ -2,7 +2,8 @@
 
 A loss hands over its element-wise term ``loss`` (positions that do not count already exactly
 0) and, where it has one, the mask of counted positions and their denominator weights. This
-module applies the sample weights and reduces; see SPEC "Reductions".
+module applies the sample weights and reduces, as the Reductions section of docs/semantics.md
+says.
 """
 
 from typing import List, Optional
@@ -20,7 +21,7 @@ DENOMINATOR_DTYPE = torch.float64
 
 
 def _safe_divide(total: Tensor, denominator: Tensor) -> Tensor:
-    # A zero denominator gives 0 and zero gradients (SPEC difference 1), never NaN.
+    # A zero denominator gives 0 and zero gradients, never NaN (a deliberate difference from torch.nn).
     zero = denominator == 0
     return torch.where(zero, torch.zeros_like(total), total / torch.where(zero, 1.0, denominator))
 
@@ -129,7 +130,7 @@ def mean_denominator(
     position_weight: Optional[Tensor] = None,
     dtype: Optional[torch.dtype] = None,
 ) -> Tensor:
-    """What ``reduction="mean"`` divides by (SPEC): the position weights (class weights of the
+    """What ``reduction="mean"`` divides by: the position weights (class weights of the
     counted targets, or 1 per counted position) times the sample weights, summed; without
     either, the element count. ``loss`` gives only the shape (and the default dtype).
     """

@@ -1,6 +1,6 @@
 """What each loss declares about itself, once, next to its code.
 
-Every loss module carries a :class:`LossSpec` (``@declare(...)`` above the class, in its family
+Every loss module carries a ``LossSpec`` (``@declare(...)`` above the class, in its family
 file): its catalogue name, its functional twin, the reductions it accepts, what its ``"mean"``
 divides by, whether a Triton kernel backs it, and example inputs. Everything that promises
 "every loss" reads the specs: the module base (reduction choices), the distributed
@@ -28,7 +28,7 @@ class LossSpec:
 
     Attributes:
         name: its name in the catalogue and on the command line (``exportable-loss export NAME``).
-        module: the ``nn.Module`` class (set by :func:`declare`).
+        module: the ``nn.Module`` class (set by ``declare``).
         function: the functional twin in ``exportable_loss.functional``.
         reductions: the ``reduction`` values the module and the function accept.
         denominator: what ``reduction="mean"`` (KL's ``"batchmean"``) divides by, from the
@@ -67,7 +67,7 @@ _SPECS: Dict[str, LossSpec] = {}
 
 
 def declare(**facts: object) -> Callable[[type], type]:
-    """Class decorator: attach a :class:`LossSpec` to a loss module and register it."""
+    """Class decorator: attach a ``LossSpec`` to a loss module and register it."""
 
     def attach(cls: type) -> type:
         spec = LossSpec(module=cls, **facts)  # type: ignore[arg-type]

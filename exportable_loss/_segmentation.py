@@ -133,7 +133,7 @@ def _tversky(
     sample_weight: Optional[Tensor],
     normalizer: Optional[Tensor],
 ) -> Tensor:
-    """The routine behind :func:`tversky_loss` and :func:`dice_loss` (tensors checked already)."""
+    """The routine behind ``tversky_loss`` and ``dice_loss`` (tensors checked already)."""
     num_classes = input.shape[1]
     acc = accumulation_dtype(input.dtype)
     valid: Optional[Tensor] = None
@@ -229,7 +229,7 @@ def tversky_loss(
     """Tversky loss, and focal Tversky loss through ``gamma``, on segmentation logits.
 
     For each image ``n`` and class ``c`` (``per_image=True``), over the positions that count,
-    with ``p`` the predicted probabilities and ``t`` the target::
+    with ``p`` the predicted probabilities and ``t`` the target:
 
         tp = sum(p * t)    fp = sum(p * (1 - t))    fn = sum((1 - p) * t)
         score = (tp + smooth_nr) / (tp + alpha * fp + beta * fn + smooth_dr)
@@ -243,7 +243,8 @@ def tversky_loss(
 
     An (image, class) pair with no counted position (every position ignored, or no positions)
     has loss 0 and zero gradients, and does not count as a position for ``"per_sample"`` and
-    ``"mean"`` (as an ignored position of cross entropy); so does a zero denominator.
+    ``"mean"`` (as an ignored position of cross entropy). A pair whose index denominator is 0
+    (possible only with ``smooth_dr = 0``) has loss 0 too, but counts.
 
     Args:
         input: logits ``(N, C)`` or ``(N, C, d1, ..., dk)``.
@@ -260,7 +261,7 @@ def tversky_loss(
         mode: ``"multiclass"`` (softmax over dim 1) or ``"multilabel"`` (sigmoid per channel;
             binary segmentation is multilabel with ``C = 1``).
         per_image: ``True``: statistics per image and class, the element-wise loss ``l`` has
-            shape ``(N, K)`` (``K`` classes kept) and reduces as SPEC says (``"per_sample"``
+            shape ``(N, K)`` (``K`` classes kept) and reduces as every loss does (``"per_sample"``
             averages over classes). ``False``: statistics summed over the batch (each image's
             multiplied by its ``sample_weight``: here the weight scales pixel statistics, not a
             loss), ``l`` has shape ``(K,)``; ``"none"`` returns it, ``"mean"`` averages it over
@@ -270,9 +271,11 @@ def tversky_loss(
         smooth_dr: added to the denominator (non-negative).
         ignore_index: target value whose positions do not count (index targets and multilabel).
         include_background: ``False`` drops class 0 (``mode="multiclass"`` only, ``C >= 2``).
-        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``.
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions] (``"per_sample"`` needs ``per_image=True``).
         sample_weight: optional ``(N,)`` weights, one per image.
-        normalizer: optional 0-dim denominator for ``"mean"``; no gradient flows into it.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
         backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs the PyTorch
             formulation (this loss has no fused kernel).
 
@@ -280,7 +283,7 @@ def tversky_loss(
         The loss in ``input``'s dtype: ``"none"`` is ``(N, K)`` (``(K,)`` with
         ``per_image=False``), ``"per_sample"`` is ``(N,)``, ``"mean"`` and ``"sum"`` are 0-dim.
 
-    Example:
+    Examples:
         >>> logits = torch.tensor([[[2.0, -1.0, 0.5], [-1.0, 1.5, 0.0]]])   # (N=1, C=2, 3 pixels)
         >>> target = torch.tensor([[0, 1, -100]])                          # the last pixel is ignored
         >>> tversky_loss(logits, target, alpha=0.3, beta=0.7, gamma=0.75)
@@ -325,21 +328,45 @@ def dice_loss(
 ) -> Tensor:
     """Soft Dice loss on segmentation logits.
 
-    For each image ``n`` and class ``c`` (``per_image=True``), over the positions that count::
+    For each image ``n`` and class ``c`` (``per_image=True``), over the positions that count:
 
         l[n, c] = 1 - (2 tp + smooth_nr) / (2 tp + fp + fn + smooth_dr)
 
-    with ``tp``, ``fp``, ``fn`` the soft statistics of :func:`tversky_loss` (``2 tp + fp + fn``
+    with ``tp``, ``fp``, ``fn`` the soft statistics of ``tversky_loss`` (``2 tp + fp + fn``
     is ``sum(p) + sum(t)``). This is MONAI's ``DiceLoss`` with the same ``smooth_nr`` and
     ``smooth_dr`` (``batch=True`` is ``per_image=False``) and segmentation_models_pytorch's
     ``DiceLoss`` with ``smooth_nr = smooth_dr = smooth`` (which also zeroes classes absent from
-    the target; we do not). It is :func:`tversky_loss` with ``alpha = beta = 0.5``,
-    ``gamma = 1`` and the smoothing terms halved, computed by the same routine.
+    the target; we do not). It is [tversky_loss][exportable_loss.functional.tversky_loss] with
+    ``alpha = beta = 0.5``, ``gamma = 1`` and the smoothing terms halved, computed by the same
+    routine: the shapes, the handling of ignored positions and of ``per_image`` are those of
+    [tversky_loss][exportable_loss.functional.tversky_loss].
 
-    Every argument, the shapes, the handling of ignored positions and of ``per_image`` are those
-    of :func:`tversky_loss`.
+    Args:
+        input: logits ``(N, C)`` or ``(N, C, d1, ..., dk)``.
+        target: ``mode="multiclass"``: class indices ``(N, d1, ..., dk)`` or class probabilities
+            of ``input``'s shape; ``mode="multilabel"``: a mask or probabilities of ``input``'s
+            shape.
+        mode: ``"multiclass"`` (softmax over dim 1) or ``"multilabel"`` (sigmoid per channel).
+        per_image: ``True``: statistics per image and class (``l`` is ``(N, K)``); ``False``:
+            summed over the batch (``l`` is ``(K,)``, ``sample_weight`` scales each image's
+            statistics).
+        smooth_nr: added to the numerator (non-negative).
+        smooth_dr: added to the denominator (non-negative).
+        ignore_index: target value whose positions do not count.
+        include_background: ``False`` drops class 0 (``mode="multiclass"`` only, ``C >= 2``).
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions] (``"per_sample"`` needs ``per_image=True``).
+        sample_weight: optional ``(N,)`` weights, one per image.
+        normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
+            flows into it.
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs the PyTorch
+            formulation (this loss has no fused kernel).
 
-    Example:
+    Returns:
+        The loss in ``input``'s dtype: ``"none"`` is ``(N, K)`` (``(K,)`` with
+        ``per_image=False``), ``"per_sample"`` is ``(N,)``, ``"mean"`` and ``"sum"`` are 0-dim.
+
+    Examples:
         >>> logits = torch.tensor([[[3.0, -2.0], [-1.0, 2.0]]])   # (N=1, C=2, 2 pixels)
         >>> dice_loss(logits, torch.tensor([[0, 1]]), reduction="none")
         tensor([[0.0180, 0.0180]])
@@ -414,11 +441,23 @@ def _mask_example(n: int, g: torch.Generator) -> Tuple[Tensor, ...]:
 
 @declare(name="dice", function=dice_loss, denominator=pair_denominator, example=_index_example)
 class DiceLoss(_Loss):
-    """Soft Dice loss on segmentation logits; see :func:`exportable_loss.functional.dice_loss`.
+    """Soft Dice loss on segmentation logits.
 
-    Every backend runs the PyTorch formulation (this loss has no fused kernel).
+    The functional twin, with the formula, is [dice_loss][exportable_loss.functional.dice_loss].
 
-    Example:
+    Args:
+        mode: ``"multiclass"`` (softmax over dim 1) or ``"multilabel"`` (sigmoid per channel).
+        per_image: ``True``: statistics per image and class; ``False``: summed over the batch.
+        smooth_nr: added to the numerator (non-negative).
+        smooth_dr: added to the denominator (non-negative).
+        ignore_index: target value whose positions do not count.
+        include_background: ``False`` drops class 0 (``mode="multiclass"`` only).
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions] (``"per_sample"`` needs ``per_image=True``).
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs the PyTorch
+            formulation (this loss has no fused kernel).
+
+    Examples:
         >>> loss = DiceLoss(mode="multilabel", reduction="per_sample")
         >>> loss(torch.tensor([[[4.0, -4.0, 0.0]]]), torch.tensor([[[1.0, 0.0, -100.0]]]))
         tensor([0.0180])
@@ -460,6 +499,20 @@ class DiceLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of the segmentation logits ``input`` against ``target``.
+
+        Args:
+            input: logits ``(N, C)`` or ``(N, C, d1, ..., dk)``.
+            target: ``mode="multiclass"``: class indices ``(N, d1, ..., dk)`` or class
+                probabilities of ``input``'s shape; ``mode="multilabel"``: a mask or
+                probabilities of ``input``'s shape.
+            sample_weight: optional ``(N,)`` weights, one per image.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``input``'s dtype, shaped by ``reduction``.
+        """
         return dice_loss(
             input,
             target,
@@ -484,12 +537,26 @@ class DiceLoss(_Loss):
     example_options=(("alpha", 0.3), ("beta", 0.7), ("gamma", 0.75), ("mode", "multilabel")),
 )
 class TverskyLoss(_Loss):
-    """Tversky and focal Tversky loss on segmentation logits; see
-    :func:`exportable_loss.functional.tversky_loss`.
+    """Tversky and focal Tversky loss on segmentation logits.
 
-    Every backend runs the PyTorch formulation (this loss has no fused kernel).
+    The functional twin, with the formula, is [tversky_loss][exportable_loss.functional.tversky_loss].
 
-    Example:
+    Args:
+        alpha: weight of the false positives (non-negative).
+        beta: weight of the false negatives (non-negative).
+        gamma: the exponent of the focal Tversky loss (positive; 1 gives the Tversky loss).
+        mode: ``"multiclass"`` (softmax over dim 1) or ``"multilabel"`` (sigmoid per channel).
+        per_image: ``True``: statistics per image and class; ``False``: summed over the batch.
+        smooth_nr: added to the numerator (non-negative).
+        smooth_dr: added to the denominator (non-negative).
+        ignore_index: target value whose positions do not count.
+        include_background: ``False`` drops class 0 (``mode="multiclass"`` only).
+        reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
+            [Reductions][reductions] (``"per_sample"`` needs ``per_image=True``).
+        backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs the PyTorch
+            formulation (this loss has no fused kernel).
+
+    Examples:
         >>> loss = TverskyLoss(alpha=0.3, beta=0.7, gamma=0.75, include_background=False)
         >>> loss(torch.tensor([[[2.0, -1.0], [-1.0, 1.0], [0.0, 0.0]]]), torch.tensor([[1, 2]]))
         tensor(0.8640)
@@ -540,6 +607,20 @@ class TverskyLoss(_Loss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of the segmentation logits ``input`` against ``target``.
+
+        Args:
+            input: logits ``(N, C)`` or ``(N, C, d1, ..., dk)``.
+            target: ``mode="multiclass"``: class indices ``(N, d1, ..., dk)`` or class
+                probabilities of ``input``'s shape; ``mode="multilabel"``: a mask or
+                probabilities of ``input``'s shape.
+            sample_weight: optional ``(N,)`` weights, one per image.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
+                gradient flows into it.
+
+        Returns:
+            The loss in ``input``'s dtype, shaped by ``reduction``.
+        """
         return tversky_loss(
             input,
             target,

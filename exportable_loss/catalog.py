@@ -48,7 +48,7 @@ class LossEntry:
         return (*data, torch.rand(batch, generator=g)) if sample_weight else data
 
     def batch_inputs(self, args: Tuple[Tensor, ...]) -> List[bool]:
-        """Which of :meth:`example`'s tensors carry the batch dimension."""
+        """Which of ``example``'s tensors carry the batch dimension."""
         data = len(self.spec.example(2, torch.Generator().manual_seed(0)))
         batched = self.spec.batched
         return [batched is None or i in batched or i >= data for i in range(len(args))]

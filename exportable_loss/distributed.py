@@ -3,7 +3,7 @@
 The mean of per-micro-batch means is not the mean of the step: ``(x1/n1 + x2/n2) / 2`` differs
 from ``(x1 + x2) / (n1 + n2)`` whenever micro-batches hold different numbers of counted targets.
 The fix: every micro-batch divides its loss sum by the denominator of the *whole* step, passed
-as ``normalizer``::
+as ``normalizer``:
 
     normalizer = step_normalizer(loss_fn, [t for _, t in micro_batches])   # one all-reduce
     for i, (x, t) in enumerate(micro_batches):
@@ -55,7 +55,7 @@ def denominator(
         ValueError: the loss's mean cannot be split across micro-batches (``DiceLoss`` and
             ``TverskyLoss`` with ``per_image=False``), or ``sample_weight`` has the wrong shape.
 
-    Example:
+    Examples:
         >>> from exportable_loss import MSELoss
         >>> denominator(MSELoss(), torch.zeros(4, 3), sample_weight=torch.full((4,), 0.5))
         tensor(6., dtype=torch.float64)
@@ -82,23 +82,25 @@ def step_normalizer(
 ) -> Tensor:
     """The ``normalizer`` for every micro-batch of one optimizer step on this rank.
 
-    Sums :func:`denominator` over this rank's micro-batches and all-reduces the sum over the
-    process group (one all-reduce, on the device, when ``torch.distributed`` is initialised).
+    Sums [denominator][exportable_loss.distributed.denominator] over this rank's micro-batches
+    and all-reduces the sum over the process group (one all-reduce, on the device, when
+    ``torch.distributed`` is initialised).
 
     Args:
         loss_fn: the loss module (``reduction="mean"`` or KL's ``"batchmean"``).
-        targets: this rank's micro-batch targets (the argument :func:`denominator` reads).
+        targets: this rank's micro-batch targets (the argument
+            [denominator][exportable_loss.distributed.denominator] reads).
         sample_weights: their sample weights (None entries where a micro-batch has none).
         process_group: the data-parallel group (default: the world).
         average_across_ranks: True where gradients are averaged over the ranks (DDP, FSDP2):
             the global denominator is divided by the world size to undo that average. False
             where they are summed.
-        num_classes: as for :func:`denominator`.
+        num_classes: as for [denominator][exportable_loss.distributed.denominator].
 
     Returns:
         A 0-dim float64 tensor to pass as ``normalizer``.
 
-    Example:
+    Examples:
         >>> from exportable_loss import CrossEntropyLoss
         >>> loss_fn = CrossEntropyLoss()
         >>> targets = [torch.tensor([1, -100, 2]), torch.tensor([0, 1])]   # 2 + 2 counted
@@ -130,7 +132,8 @@ def logged_loss(
     """The exact mean loss of the whole step, for logging, from this rank's accumulated loss.
 
     ``step_loss`` is the sum of this rank's micro-batch losses computed with the
-    :func:`step_normalizer`; the result is the same on every rank (one all-reduce, no sync).
+    [step_normalizer][exportable_loss.distributed.step_normalizer]; the result is the same on
+    every rank (one all-reduce, no sync).
     """
     total = step_loss.detach().clone()
     if dist.is_available() and dist.is_initialized():

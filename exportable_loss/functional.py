@@ -1,12 +1,9 @@
-"""The functional API: one function per loss, each living in its family's file.
+"""The functional API: one function per loss, the functional twin of each loss module.
 
-Arguments shared by every function:
-    reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"`` (``kl_div`` also
-        ``"batchmean"``); see the reductions page.
-    sample_weight: optional ``(N,)`` tensor, one weight per sample along dim 0.
-    normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``/``"batchmean"``;
-        a constant (no gradient flows into it).
-    backend: ``"torch"``, ``"triton"`` or ``"auto"``; see the backends page.
+Every function takes the tensors, the module's constructor options, and ``reduction``
+(``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; ``kl_div`` also ``"batchmean"``),
+``sample_weight``, ``normalizer`` and ``backend``, with the meaning the
+[Semantics][semantics] page gives them. Each function lives in its family's file.
 """
 
 from exportable_loss._classification import cross_entropy, nll_loss

@@ -1,5 +1,6 @@
-"""The loss modules, each living in its family's file: constructor arguments held as constants
-and buffers, one call into the functional twin."""
+"""The loss modules, all importable from ``exportable_loss``: ``torch.nn.Module`` subclasses
+whose constructor takes the options (held as constants and buffers) and whose ``forward``
+calls the functional twin. Each module lives in its family's file."""
 
 from exportable_loss._classification import CrossEntropyLoss, NLLLoss
 from exportable_loss._detection import CIoULoss, DIoULoss, GIoULoss

@@ -1,6 +1,6 @@
 """The compatibility matrix: every loss x reduction x backend x path, each verified against
 eager PyTorch with sample weights at a batch size other than the example's. The CLI's
-``exportable-loss matrix`` prints what :func:`run` returns."""
+``exportable-loss matrix`` prints what ``run`` returns."""
 
 import os
 import sys

@@ -3,9 +3,9 @@
 Logits are viewed as ``(N, C, D)`` (``D`` the product of the dimensions after the class
 dimension) and each of the ``N * D`` rows gets its loss, log-sum-exp and target mass (``sum_c
 q_c w_c``) in one pass over its logits: the Triton kernels of ``triton_kernels/cross_entropy.py``
-on a GPU (or under ``TRITON_INTERPRET=1``), :func:`rows_loss` elsewhere. The backward turns the
-saved log-sum-exp and mass into the gradient in one more pass (:func:`rows_grad` off-GPU),
-optionally in the logits' own memory. :func:`fused_cross_entropy` is the adapter
+on a GPU (or under ``TRITON_INTERPRET=1``), ``rows_loss`` elsewhere. The backward turns the
+saved log-sum-exp and mass into the gradient in one more pass (``rows_grad`` off-GPU),
+optionally in the logits' own memory. ``fused_cross_entropy`` is the adapter
 ``cross_entropy`` calls; the chunked linear cross entropy uses the same two reference functions
 on chunks of rows.
 """

@@ -3,8 +3,8 @@
 The (M, C) logits of ``input @ linear_weight.T + linear_bias`` never exist: the forward computes
 them ``chunk_size`` rows at a time and keeps each row's loss, log-sum-exp and target mass; the
 backward recomputes each chunk's logits, turns them into the gradient in place (the
-cross-entropy kernels with ``use_triton``, else :func:`rows_grad`), and accumulates the
-hidden-state, classifier and bias gradients. :func:`fused_linear_cross_entropy` is the adapter
+cross-entropy kernels with ``use_triton``, else ``rows_grad``), and accumulates the
+hidden-state, classifier and bias gradients. ``fused_linear_cross_entropy`` is the adapter
 ``linear_cross_entropy`` calls in eager mode and under ``torch.compile``.
 """
 

@@ -1,9 +1,9 @@
 """Element-wise losses, fused: the op behind the element-wise losses' ``backend="triton"``.
 
 One op computes the element-wise loss ``kind`` and, for ``"mean"``/``"sum"``, the sample-weighted
-sum in the same pass (``triton_kernels/pointwise.py``; :func:`_reference` off-GPU); its backward
+sum in the same pass (``triton_kernels/pointwise.py``; ``_reference`` off-GPU); its backward
 recomputes the derivative from the inputs. The kinds are the table ``POINTWISE_KINDS`` of the
-kernel registry; :func:`fused_pointwise` is the adapter the element-wise losses call.
+kernel registry; ``fused_pointwise`` is the adapter the element-wise losses call.
 """
 
 from typing import Callable, Dict, Optional

@@ -146,13 +146,13 @@ def export(
             dimension (pass False for a parameter such as a classifier matrix).
 
     Returns:
-        An :class:`ExportReport`; ``passed`` is False when the reloaded artifact disagrees with
-        eager beyond the format's tolerance.
+        An [ExportReport][exportable_loss.export.api.ExportReport]; ``passed`` is False when the
+        reloaded artifact disagrees with eager beyond the format's tolerance.
 
     Raises:
         ExportError: unknown format, inputs the module rejects, or an unwritable destination.
 
-    Example:
+    Examples:
         >>> from exportable_loss import CrossEntropyLoss
         >>> loss = CrossEntropyLoss(reduction="per_sample")
         >>> report = export(loss, (torch.randn(6, 5), torch.randint(0, 5, (6,))), "ce.onnx")

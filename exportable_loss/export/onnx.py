@@ -63,7 +63,7 @@ def export_onnx(
     Returns:
         ``path``.
 
-    Example:
+    Examples:
         >>> from exportable_loss import MSELoss
         >>> path = export_onnx(MSELoss(reduction="per_sample"), (torch.randn(6, 3), torch.randn(6, 3)), "mse.onnx")
         >>> x, y = torch.ones(9, 3), torch.zeros(9, 3)   # another batch size
@@ -113,7 +113,7 @@ def run_onnx(path: str, args: Sequence[Tensor], providers: Optional[List[str]] =
         providers: onnxruntime execution providers; default CUDA when available, then CPU.
 
     Returns:
-        The outputs as CPU tensors. See :func:`export_onnx` for an example.
+        The outputs as CPU tensors. See [export_onnx][exportable_loss.export.onnx.export_onnx] for an example.
     """
     import onnxruntime as ort
 
@@ -136,7 +136,7 @@ def check_onnx_model(path: str, outputs: Sequence[Tensor]) -> None:
         path: the ``.onnx`` file.
         outputs: the eager outputs the model should declare (their ranks and static dims).
 
-    See :func:`export_onnx` for an example.
+    See [export_onnx][exportable_loss.export.onnx.export_onnx] for an example.
     """
     import onnx
 

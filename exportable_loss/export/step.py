@@ -192,7 +192,7 @@ def export_training_step(
         ``per_sample_loss``, ``grad.<name>`` per trainable parameter, then ``new.<name>``
         (and ``new_exp_avg.<name>``, ``new_exp_avg_sq.<name>``, ``new_step``).
 
-    Example:
+    Examples:
         >>> from exportable_loss import CrossEntropyLoss
         >>> model = torch.nn.Linear(8, 4)
         >>> x, target = torch.randn(6, 8), torch.randint(0, 4, (6,))
