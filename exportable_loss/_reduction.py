@@ -102,7 +102,7 @@ def reduction_coefficients(
     """What each position's ``l`` is multiplied by in a ``"mean"``/``"sum"``/``"batchmean"``
     result, for a fused op that computes the reduced loss and its gradient in one pass: the
     result is ``sum(where(c != 0, c * l, 0))`` and ``c`` is the gradient each position receives.
-    The same rules as :func:`reduce_loss` (``loss`` gives only the shape and dtype): 0 at
+    The same rules as ``reduce_loss`` (``loss`` gives only the shape and dtype): 0 at
     positions that do not count or have sample weight 0, and everywhere for a zero denominator.
     """
     acc = accumulation_dtype(loss.dtype)

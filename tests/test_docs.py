@@ -2,6 +2,8 @@
 
 import doctest
 import importlib
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,3 +30,21 @@ def test_docstring_examples(name, tmp_path, monkeypatch):
 def test_every_loss_has_examples(spec):
     for obj in (spec.module, spec.function):
         assert ">>> " in (obj.__doc__ or ""), f"{obj.__qualname__} has no example"
+
+
+def test_sources_cite_no_spec_file_and_no_sphinx_roles():
+    """Users have the docs site, not the project's background spec: nothing points to that file,
+    and docstrings use Markdown cross-references (the site would show a Sphinx role literally)."""
+    root = Path(__file__).resolve().parents[1]
+    spec_file = re.compile(r"\b" + "SP" + r"EC\b")  # split so that this line does not match itself
+    role = re.compile(r":(?:func|class|meth|mod|attr|obj|exc|data):`")
+    files = [*root.glob("exportable_loss/**/*.py"), *root.glob("triton_kernels/*.py")]
+    files += [*root.glob("docs/**/*.md"), *root.glob("tests/*.py"), root / "README.md", root / "mkdocs.yml"]
+    bad = [
+        f"{path.relative_to(root)}:{number}: {line.strip()}"
+        for path in files
+        if "triton_kernels" not in path.relative_to(root).parts[1:]  # the symlink into triton_kernels/
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if spec_file.search(line) or role.search(line)
+    ]
+    assert not bad, "\n".join(bad)
