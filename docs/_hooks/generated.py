@@ -10,7 +10,7 @@ from exportable_loss._registry import specs
 
 def losses_table() -> str:
     rows = [
-        "| name (CLI) | module | functional | reductions | `backend=\"triton\"` runs |",
+        '| name (CLI) | module | functional | reductions | `backend="triton"` runs |',
         "|---|---|---|---|---|",
     ]
     for spec in specs().values():
