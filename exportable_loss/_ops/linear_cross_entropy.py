@@ -238,19 +238,20 @@ def linear_cross_entropy_reduced(
     chunk_size: int,
     use_triton: bool,
     weight_grad: bool,
-) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``sum(coefficient * loss)`` over the (M,) rows, with its gradients computed chunk by chunk
     in the same pass: each chunk's logits are computed once, turned into the loss and then, in
     place, into the gradient (three matmuls per step, as the unfused form). The backward only
     scales the saved gradients by the final scalar ``grad_output``.
 
-    Returns ``(total, loss, grad_input, grad_weight, grad_bias)``: the 0-dim sum, the per-row
-    loss, and the gradients of ``total`` (the classifier's and bias's empty without
-    ``weight_grad``).
+    Returns ``(total, loss, lse, mass, grad_input, grad_weight, grad_bias)``: the 0-dim sum, the
+    per-row loss, log-sum-exp and target mass (for a second backward, which recomputes), and the
+    gradients of ``total`` (the classifier's and bias's empty without ``weight_grad``).
     """
     rows, num_classes = input.shape[0], linear_weight.shape[0]
     acc = torch.float64 if input.dtype == torch.float64 else torch.float32
     loss = input.new_empty((rows,), dtype=acc)
+    lse, mass = torch.empty_like(loss), torch.empty_like(loss)
     grad_input = torch.empty_like(input)
     grad_weight, grad_bias = _parameter_grads(linear_weight, weight_grad)
     options = (ignore_index, label_smoothing, z_loss, softcap)
@@ -258,13 +259,13 @@ def linear_cross_entropy_reduced(
         x = input[start:end]
         logits = F.linear(x, linear_weight, linear_bias)
         t = target[start:end]
-        loss[start:end], lse, mass = _chunk_forward(logits, t, weight, options, use_triton)
+        loss[start:end], lse[start:end], mass[start:end] = _chunk_forward(logits, t, weight, options, use_triton)
         _chunk_backward(
-            x, logits, t, weight, lse, mass, coefficient[start:end], options, use_triton,
+            x, logits, t, weight, lse[start:end], mass[start:end], coefficient[start:end], options, use_triton,
             linear_weight, grad_input[start:end], grad_weight, grad_bias,
         )  # fmt: skip
     total = torch.where(coefficient != 0, coefficient * loss, torch.zeros_like(loss)).sum()
-    return total, loss, grad_input, grad_weight.to(linear_weight.dtype), grad_bias.to(linear_weight.dtype)
+    return total, loss, lse, mass, grad_input, grad_weight.to(linear_weight.dtype), grad_bias.to(linear_weight.dtype)
 
 
 @linear_cross_entropy_reduced.register_fake
@@ -274,44 +275,68 @@ def _(input, linear_weight, linear_bias, target, weight, coefficient, *options):
     parameters = (linear_weight.shape[0], linear_weight.shape[1]) if weight_grad else (0, 0)
     grad_weight = linear_weight.new_empty(parameters)
     loss = input.new_empty((input.shape[0],), dtype=acc)
-    return loss.new_empty(()), loss, torch.empty_like(input), grad_weight, grad_weight.new_empty(parameters[0])
+    grad_bias = grad_weight.new_empty(parameters[0])
+    return (
+        loss.new_empty(()),
+        loss,
+        torch.empty_like(loss),
+        torch.empty_like(loss),
+        torch.empty_like(input),
+        grad_weight,
+        grad_bias,
+    )
 
 
 class _FirstOrderOnly(torch.autograd.Function):
-    """The identity, whose own gradient is an error: the saved gradients are constants."""
+    """``t`` (a saved gradient) as a function of ``input`` whose own gradient is an error: the
+    saved gradients are constants, so a second derivative through them would be silently 0."""
 
     @staticmethod
-    def forward(ctx, t: Tensor) -> Tensor:
-        return t.view_as(t)
+    def forward(ctx, t: Tensor, input: Tensor) -> Tensor:
+        return t.clone()
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
+    def backward(ctx, grad: Tensor) -> Tuple[Tensor, Tensor]:
         raise RuntimeError(_NO_DOUBLE_BACKWARD)
 
 
+_OPTIONS = ("ignore_index", "label_smoothing", "z_loss", "softcap", "chunk_size", "use_triton")
+
+
 def _reduced_setup(ctx, inputs, output):
-    coefficient, ctx.weight_grad = inputs[5], inputs[-1]
-    ctx.has_bias = inputs[2] is not None
-    ctx.consumed = False
-    _, loss, grad_input, grad_weight, grad_bias = output
-    ctx.save_for_backward(loss, coefficient, grad_input, grad_weight, grad_bias)
+    input, linear_weight, linear_bias, target, weight, coefficient = inputs[:6]
+    ctx.options = dict(zip(_OPTIONS, inputs[6:12]))
+    ctx.weight_grad = inputs[12]
+    ctx.has_bias = linear_bias is not None
+    _, loss, lse, mass, grad_input, grad_weight, grad_bias = output
+    ctx.save_for_backward(input, linear_weight, linear_bias, target, weight, coefficient, loss, lse, mass)
+    # Held apart from the saved tensors (detached: no reference cycle through the outputs' graph)
+    # so the first backward can hand them over, scaled in place, as the gradients themselves.
+    ctx.grads = [grad_input.detach(), grad_weight.detach(), grad_bias.detach()]
 
 
 def _reduced_backward(ctx, grad_total, *unused):
-    if ctx.consumed:
-        raise RuntimeError(
-            "FusedLinearCrossEntropyLoss with reduction 'mean' or 'sum' computes its gradients during the "
-            "forward and scales them in place: a second backward through the same graph (retain_graph=True) "
-            "is not supported; call the loss again, or use reduction='none'"
-        )
-    ctx.consumed = True
-    loss, coefficient, grad_input, grad_weight, grad_bias = ctx.saved_tensors
-    scale = grad_total.to(grad_input.dtype)
+    input, linear_weight, linear_bias, target, weight, coefficient, loss, lse, mass = ctx.saved_tensors
     grad_coefficient = torch.where(coefficient != 0, loss, torch.zeros_like(loss)) * grad_total
-    if torch.is_grad_enabled():  # create_graph=True: a second derivative must fail, not be 0
-        grads = [_FirstOrderOnly.apply(t) * scale for t in (grad_input, grad_weight, grad_bias)]
-    else:  # in place: the saved gradients become the returned ones (no gradient-sized copy)
-        grads = [t.mul_(scale) for t in (grad_input, grad_weight, grad_bias)]
+    grads = ctx.grads
+    if grads is None or torch.is_grad_enabled():
+        if grads is None:  # a second backward through the graph (retain_graph=True): recompute
+            grads = list(
+                torch.ops.exportable_loss.linear_cross_entropy_rows_backward(
+                    coefficient * grad_total, input, linear_weight, linear_bias, target, weight, lse, mass,
+                    **ctx.options, weight_grad=ctx.weight_grad,
+                )
+            )  # fmt: skip
+            scale = torch.ones_like(grad_total)
+        else:
+            scale = grad_total
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative must fail, not be 0
+            grads = [_FirstOrderOnly.apply(t, input) * scale.to(t.dtype) for t in grads]
+    else:
+        # the first backward: scaled in place and handed over (ctx lets go of them, so autograd
+        # takes them as the gradients without a copy)
+        ctx.grads = None
+        grads = [t.mul_(grad_total.to(t.dtype)) for t in grads]
     parameters = (grads[1], grads[2] if ctx.has_bias else None) if ctx.weight_grad else (None, None)
     return (grads[0], *parameters, None, None, grad_coefficient) + (None,) * 7
 
@@ -375,10 +400,10 @@ def fused_linear_cross_entropy(
         # the gradient during the forward: the final scalar grad_output only scales it
         coefficient = reduction_coefficients(positions, reduction, sample_weight, normalizer, valid, target_weight)
         weight_grad = linear_weight.requires_grad or (linear_bias is not None and linear_bias.requires_grad)
-        total, _, _, _, _ = torch.ops.exportable_loss.linear_cross_entropy_reduced(
+        total = torch.ops.exportable_loss.linear_cross_entropy_reduced(
             input.reshape(-1, hidden), linear_weight, linear_bias, rows_target, weight,
             coefficient.reshape(-1), **options, weight_grad=weight_grad,
-        )  # fmt: skip
+        )[0]  # fmt: skip
         return total.to(out_dtype)
     loss, _, _ = torch.ops.exportable_loss.linear_cross_entropy_rows(
         input.reshape(-1, hidden), linear_weight, linear_bias, rows_target, weight, **options
