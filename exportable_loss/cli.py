@@ -258,6 +258,7 @@ def _cmd_bench_linear_ce(args: argparse.Namespace) -> int:
     from exportable_loss.bench import linear_ce
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    linear_ce.selected(args.shape, args.repeats, args.only, "cuda" if torch.cuda.is_available() else "cpu")
     stem = None
     if args.out:
         stem = os.path.join(args.out, "linear_ce_{}x{}x{}_{}".format(*args.shape, args.dtype))
@@ -270,6 +271,9 @@ def _cmd_bench_linear_ce(args: argparse.Namespace) -> int:
         _io.write_text(stem + ".json", json.dumps(result, indent=1))
         _io.write_text(stem + ".md", table)
         print(f"wrote {stem}.json, {stem}.md", file=sys.stderr)
+    flagged = linear_ce.unreliable(result)
+    if flagged:
+        print(f"warning: unreliable times (spread above 10% of the median): {', '.join(flagged)}", file=sys.stderr)
     return 0
 
 
