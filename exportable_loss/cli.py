@@ -11,7 +11,7 @@ matrix, run the benchmarks. It parses arguments and prints; the work lives in th
 
 Exit status: 0 success, 1 a verification failed (or the work itself failed), 2 a usage error
 (bad arguments, nothing to run, a destination that cannot be written, a missing extra), each
-checked before the work starts. Errors are one line; ``--verbose`` adds the traceback.
+checked before the work starts. Errors are one line; --verbose adds the traceback.
 """
 
 import argparse
@@ -33,7 +33,7 @@ from exportable_loss.export import ExportError, check_destination, export, run_o
 BATCH = 6  # the example batch; the artifact is verified at other sizes
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default, except where there is none to show."""
 
     def _get_help_string(self, action: argparse.Action) -> Optional[str]:
@@ -123,7 +123,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_matrix(args: argparse.Namespace) -> int:
-    cells = matrix.cells(args.losses, args.reductions, args.backends, args.paths)
+    cells = matrix.cells(args.losses or list(catalog.LOSSES), args.reductions, args.backends, args.paths)
     if args.output:
         _io.check_writable(args.output)
     rows = matrix.run_cells(cells, args.verbose)
@@ -279,7 +279,11 @@ def _cmd_bench_linear_ce(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="exportable-loss", description=__doc__.split("\n\n")[0], formatter_class=_Formatter
+        prog="exportable-loss",
+        description="Export a loss or a model's training step, verified against eager PyTorch; print the "
+        "compatibility matrix; run the benchmarks.",
+        epilog=__doc__.split("\n\n")[2],
+        formatter_class=_Formatter,
     )
     parser.add_argument("--verbose", action="store_true", help="show the traceback of an error")
     parser.add_argument("--version", action="version", version=_version())
@@ -327,8 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="INPUT:DIM=LABEL",
         help="a dynamic dimension besides the batch (DIM 0), e.g. input:2=T; inputs sharing a LABEL share its size",
     )
-    p.add_argument("--reduction", default="mean", choices=catalog.REDUCTIONS)
-    p.add_argument("--backend", default="torch", choices=("torch", "triton", "auto"))
+    p.add_argument("--reduction", default="mean", choices=catalog.REDUCTIONS, help="the loss's reduction")
+    p.add_argument("--backend", default="torch", choices=("torch", "triton", "auto"), help="the loss's backend")
     p.add_argument("--sample-weight", action="store_true", help="export with a sample_weight input")
     p.add_argument("--demo", action="store_true", help="the catalogue's example options (class weights, ...)")
     p.add_argument("--format", choices=("onnx", "torchscript", "pt2"), help="default: from -o's extension")
@@ -345,11 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default="mlp", help="a demo model (mlp, transformer, convnet) or module:factory")
     p.add_argument("--input-shape", type=_positive, nargs="+", help="per-sample input shape of a module:factory model")
-    p.add_argument("--loss", default="cross_entropy", choices=list(catalog.LOSSES), metavar="LOSS")
+    p.add_argument("--loss", default="cross_entropy", choices=list(catalog.LOSSES), metavar="LOSS", help="the loss")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="a loss option (see export)")
-    p.add_argument("--reduction", default="mean", choices=("mean", "sum", "batchmean"))
+    p.add_argument("--reduction", default="mean", choices=("mean", "sum", "batchmean"), help="the loss's reduction")
     p.add_argument("--optimizer", choices=("sgd", "adamw"), help="also output the parameters after an update")
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--lr", type=float, default=0.01, help="the optimizer's learning rate")
     p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
     p.set_defaults(func=_cmd_export_step)
 
@@ -358,10 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
         "every loss x reduction x backend x path, verified against eager",
         "Verify every selected loss x reduction x backend x path against eager PyTorch; exit 1 if a cell fails.",
     )
-    p.add_argument("--losses", nargs="+", default=list(catalog.LOSSES), choices=list(catalog.LOSSES), metavar="LOSS")
+    p.add_argument("--losses", nargs="+", choices=list(catalog.LOSSES), metavar="LOSS", help="default: every loss")
     p.add_argument("--reductions", nargs="+", choices=catalog.REDUCTIONS, help="default: every reduction of each loss")
-    p.add_argument("--backends", nargs="+", default=list(matrix.BACKENDS), choices=matrix.BACKENDS)
-    p.add_argument("--paths", nargs="+", default=list(matrix.PATHS), choices=matrix.PATHS)
+    p.add_argument("--backends", nargs="+", default=list(matrix.BACKENDS), choices=matrix.BACKENDS, help="backends")
+    p.add_argument("--paths", nargs="+", default=list(matrix.PATHS), choices=matrix.PATHS, help="paths")
     p.add_argument("-o", "--output", help="also write the table as Markdown here")
     p.set_defaults(func=_cmd_matrix)
 
@@ -383,9 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
         "alternatives installed, in one run.",
     )
     p.add_argument(
-        "--shape", type=_positive, nargs=3, default=[4096, 1024, 32000], metavar=("TOKENS", "HIDDEN", "VOCAB")
+        "--shape",
+        type=_positive,
+        nargs=3,
+        default=[4096, 1024, 32000],
+        metavar=("TOKENS", "HIDDEN", "VOCAB"),
+        help="the problem size",
     )
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="inputs' dtype")
     p.add_argument("--repeats", type=_positive, default=3, help="timed runs per method")
     p.add_argument("--only", nargs="+", help="only the methods whose name contains one of these words")
     p.add_argument("--out", help="also write JSON and Markdown into this folder")

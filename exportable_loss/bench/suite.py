@@ -229,6 +229,8 @@ def machine() -> str:
 def run(out_dir: str, quick: bool = False, peak_gbps: Optional[float] = None) -> Dict[str, str]:
     """Run the suite and write ``bench.json``, ``bench.md`` and (with matplotlib) ``bench.png``
     in ``out_dir``; warns on stderr about unreliable figures."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"the output folder {out_dir} is a file")
     os.makedirs(out_dir, exist_ok=True)
     paths = {k: os.path.join(out_dir, f"bench.{k}") for k in ("json", "md", "png")}
     for path in paths.values():

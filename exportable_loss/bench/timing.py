@@ -37,7 +37,7 @@ def from_samples(seconds: Sequence[float]) -> Timing:
     """The median and IQR of per-run times in seconds."""
     if len(seconds) < 2:
         return Timing(seconds[0] * 1e3, 0.0, len(seconds))
-    q1, _, q3 = statistics.quantiles(seconds, n=4)
+    q1, _, q3 = statistics.quantiles(seconds, n=4, method="inclusive")  # as numpy.percentile
     return Timing(statistics.median(seconds) * 1e3, (q3 - q1) * 1e3, len(seconds))
 
 
