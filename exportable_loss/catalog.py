@@ -12,7 +12,7 @@ import inspect
 import os
 import re
 import typing
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +35,7 @@ class LossEntry:
         return self.spec.name
 
     @property
-    def cls(self) -> type:
+    def cls(self) -> Type[nn.Module]:
         return self.spec.module
 
     @property
@@ -59,8 +59,7 @@ class LossEntry:
     def options(self) -> Dict[str, object]:
         """The constructor's options by name, with their types (reduction and backend aside)."""
         hints = typing.get_type_hints(self.cls.__init__)
-        names = [p for p in inspect.signature(self.cls.__init__).parameters if p != "self"]
-        return {n: hints.get(n, str) for n in names if n not in NOT_OPTIONS}
+        return {n: hints.get(n, str) for n in inspect.signature(self.cls).parameters if n not in NOT_OPTIONS}
 
     def parse_options(self, pairs: Sequence[str]) -> Dict[str, object]:
         """``["label_smoothing=0.1", "weight=1,2,0.5"]`` -> constructor options, each parsed by
@@ -123,15 +122,15 @@ class LossEntry:
         unknown = sorted(set(shapes) - set(names))
         if unknown:
             raise ValueError(f"{self.name} has no input {unknown[0]!r}; its inputs are {', '.join(names)}")
-        for name, shape in shapes.items():
-            if any(int(d) < 1 for d in shape):
-                raise ValueError(f"every dimension of {name}'s shape must be at least 1; got {list(shape)}")
+        for name, given in shapes.items():
+            if any(int(d) < 1 for d in given):
+                raise ValueError(f"every dimension of {name}'s shape must be at least 1; got {list(given)}")
         batched = self.batch_inputs(data)
         declared = [tuple(t.shape[1:] if b else t.shape) for t, b in zip(data, batched)]
         first = tuple(shapes.get(names[0], declared[0]))
         out = []
         for i, (name, t, b) in enumerate(zip(names, data, batched)):
-            shape = tuple(shapes[name]) if name in shapes else None
+            shape: Optional[Tuple[int, ...]] = tuple(shapes[name]) if name in shapes else None
             indices = not t.is_floating_point()
             follows_classes = i > 0 and b and indices and len(declared[0]) > 0 and declared[i] == declared[0][1:]
             if shape is None and i > 0 and b:

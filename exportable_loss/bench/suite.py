@@ -118,11 +118,11 @@ def cpu_suite(quick: bool) -> Dict[str, Rows]:
             path = export_onnx(loss, (x.detach()[:8], t[:8]), os.path.join(folder, "l.onnx"))
             session = inference_session(path)  # created once, as an application does
             feeds = {i.name: a.numpy() for i, a in zip(session.get_inputs(), (x.detach(), t))}
-            fns = {
+            calls: Dict[str, Callable[[], object]] = {
                 "eager": functools.partial(_no_grad, loss, x.detach(), t),
                 "onnxruntime": functools.partial(session.run, None, feeds),
             }
-            times = timing.interleaved(fns, rounds, seconds)
+            times = timing.interleaved(calls, rounds, seconds)
             row = {"loss": name, **{k: v.to_dict() for k, v in times.items()}}
             out["onnxruntime"].append({**row, **_pair(times["onnxruntime"], times["eager"])})
             progress.step(f"onnxruntime {name}")

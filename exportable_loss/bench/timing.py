@@ -6,7 +6,7 @@ such a figure meaningless."""
 
 import dataclasses
 import statistics
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
@@ -70,7 +70,7 @@ def repeated(fn: Callable[[], object], repeats: int, cuda: bool = False) -> Timi
     return from_samples([timer.timeit(1).times[0] for _ in range(repeats)])
 
 
-def interleaved(fns: Dict[str, Callable[[], object]], rounds: int, budget: float) -> Dict[str, Timing]:
+def interleaved(fns: Mapping[str, Callable[[], object]], rounds: int, budget: float) -> Dict[str, Timing]:
     """Time each of ``fns`` in ``rounds`` alternating rounds, pooling the runs: a drift of the
     machine's load hits every candidate alike instead of favouring the one timed first."""
     pooled: Dict[str, List[float]] = {name: [] for name in fns}

@@ -12,7 +12,7 @@ decomposed into convolutions first; an operator that still has none is named in 
 import copy
 import re
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -104,17 +104,17 @@ class _TrainingStep(nn.Module):
             if not (params_as_inputs and name in trainable):
                 self.register_buffer(f"const_{i}", values[name].detach().clone())
 
-    def forward(self, *args: Tensor):
-        args = list(args)
+    def forward(self, *args: Tensor) -> Tuple[Tensor, ...]:
+        rest = list(args)
         params = {}
         if self.params_as_inputs:
             for name in self.trainable:
-                params[name] = args.pop(0)
+                params[name] = rest.pop(0)
         flat = []
         for i, name in enumerate(self.names):
             flat.append(params[name] if name in params else getattr(self, f"const_{i}"))
         n_state = 2 * len(self.trainable) + 1 if self.optimizer == "adamw" else 0
-        state, user = args[:n_state], args[n_state:]
+        state, user = rest[:n_state], rest[n_state:]
         loss, per_sample, *grads = self.joint(*flat, *user)
         if self.optimizer is None:
             return (loss, per_sample, *grads)
@@ -213,11 +213,11 @@ def export_training_step(
     require("onnx")
     require("onnxscript")
     _check_model(model)
-    loss = copy.deepcopy(loss)
-    loss.backend = "torch"  # the joint graph differentiates the PyTorch formulation
-    per_sample = copy.deepcopy(loss)
+    exported: Any = copy.deepcopy(loss)  # Any: its constants are set below
+    exported.backend = "torch"  # the joint graph differentiates the PyTorch formulation
+    per_sample: Any = copy.deepcopy(exported)
     per_sample.reduction = "per_sample"
-    wrapped = _ModelWithLoss(model, loss, per_sample)
+    wrapped = _ModelWithLoss(model, exported, per_sample)
     try:
         wrapped(*args)
     except (ValueError, RuntimeError, TypeError) as e:
