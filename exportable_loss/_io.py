@@ -1,9 +1,9 @@
 """The two output helpers every writer of the package uses: progress on stderr, and files written
 atomically with the usual permissions.
 
-* :class:`Progress`: a live bar on a terminal; plain lines (one per tenth of the work) when
+* ``Progress``: a live bar on a terminal; plain lines (one per tenth of the work) when
   stderr is a log file or a pipe, so a CI log holds no carriage returns.
-* :func:`atomic_path` / :func:`write_text`: the file appears whole or not at all (written to a
+* ``atomic_path`` / ``write_text``: the file appears whole or not at all (written to a
   temporary file in the destination folder, then renamed), with mode ``0o666 & ~umask`` (0644
   under umask 022) as ``open()`` would give; every message names the caller's path, never the
   temporary file's.
@@ -20,7 +20,7 @@ from typing import Iterator, Optional, TextIO
 class Progress:
     """Progress of ``total`` steps on ``stream`` (default stderr).
 
-    Example:
+    Examples:
         >>> import io
         >>> log = io.StringIO()  # not a terminal: plain lines
         >>> progress = Progress(3, "demo", stream=log)
@@ -86,7 +86,7 @@ def atomic_path(path: str) -> Iterator[str]:
     """A temporary path next to ``path`` to write (and read back); on success it becomes
     ``path`` with the usual permissions, on any error it is removed.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> path = os.path.join(tempfile.mkdtemp(), "x.txt")
         >>> with atomic_path(path) as tmp:

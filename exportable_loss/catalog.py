@@ -4,7 +4,7 @@ of its constructor's signature: nothing here lists losses or their options.
 
 A user describes the loss to export by its options (``name=value`` strings, parsed by the type
 of the constructor argument) and the per-sample shapes of its inputs; the example tensors keep
-the declared example's dtypes and values (:meth:`LossEntry.example`).
+the declared example's dtypes and values (``LossEntry.example``).
 """
 
 import dataclasses

@@ -106,7 +106,7 @@ def run(
     paths: Sequence[str],
     verbose: bool = False,
 ) -> List[List[str]]:
-    """The rows of :func:`run_cells` for the :func:`cells` of this selection."""
+    """The rows of ``run_cells`` for the ``cells`` of this selection."""
     return run_cells(cells(losses, reductions, backends, paths), verbose)
 
 

@@ -151,7 +151,7 @@ def run(
     only: Optional[List[str]] = None,
 ) -> Dict[str, Any]:
     """Measure every method at ``shape = (tokens, hidden, vocab)``; ratios are against the first
-    (the unfused eager form), measured in the same run. Arguments checked by :func:`selected`."""
+    (the unfused eager form), measured in the same run. Arguments checked by ``selected``."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     chosen = selected(shape, repeats, only, device)
     x, w, t = _inputs(shape, dtype, device)

@@ -8,7 +8,7 @@ weighted and per-sample reductions, a size sweep against ``torch.nn`` and ``torc
 and onnxruntime against eager for the exported losses (one ``InferenceSession`` reused for
 every call, as an application does). On CUDA it adds the Triton backend, peak memory and
 bandwidth (``exportable_loss.bench.cuda``). Every time comes with its spread
-(:mod:`exportable_loss.bench.timing`); unreliable figures are marked and reported.
+(``exportable_loss.bench.timing``); unreliable figures are marked and reported.
 """
 
 import functools

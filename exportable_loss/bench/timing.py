@@ -1,7 +1,7 @@
 """How the benchmarks time a call: ``torch.utils.benchmark`` on the CPU (with the process's
 thread count, not its default of one), ``triton.testing.do_bench`` on CUDA (CUDA events where
 Triton is missing). Every figure is the median with its spread (the interquartile range); one
-whose spread exceeds :data:`UNRELIABLE` of its median is flagged, since a busy machine makes
+whose spread exceeds ``UNRELIABLE`` of its median is flagged, since a busy machine makes
 such a figure meaningless."""
 
 import dataclasses
