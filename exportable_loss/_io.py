@@ -96,7 +96,9 @@ def atomic_path(path: str) -> Iterator[str]:
         ('hello', True)
     """
     folder = check_writable(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    stem, suffix = os.path.splitext(os.path.basename(path))
+    # hidden, and with the destination's extension: some writers (torch.export.save) check it
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=suffix)
     os.close(fd)
     try:
         yield tmp
