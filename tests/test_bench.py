@@ -58,7 +58,7 @@ def test_bench_quick_writes_every_figure_with_its_spread(quick_run):
     figures = _figures(results)
     assert len(figures) == 2 * 6 + 2 * 6 + 21 + 2 * 2
     for f in figures:
-        assert f["ms"] > 0 and f["iqr_ms"] >= 0 and f["runs"] >= 2
+        assert f["ms"] > 0 and f["iqr_ms"] >= 0 and f["runs"] >= timing.MIN_RUNS
         assert f["reliable"] == (f["iqr_ms"] / f["ms"] <= timing.UNRELIABLE)
     for r in results["overhead"]:
         assert r["ratio"] == pytest.approx(r["ours"]["ms"] / r["baseline"]["ms"])
@@ -104,6 +104,7 @@ def test_spread_is_the_interquartile_range():
     q1, q3 = np.percentile(samples, [25, 75])
     assert t.ms == pytest.approx(np.median(samples) * 1e3) and t.iqr_ms == pytest.approx((q3 - q1) * 1e3)
     assert t.runs == 7 and t.spread == pytest.approx((q3 - q1) / np.median(samples))
+    assert not timing.from_samples([0.01]).reliable  # one run: no spread to tell
     steady = timing.Timing(10.0, 0.5, 9)
     assert timing.cell(steady) == "10.000 ±5%" and timing.cell(timing.Timing(10.0, 1.5, 9)) == "10.000 ±15% †"
     assert timing.ratio_cell(steady, timing.Timing(20.0, 3.0, 9), 2) == "0.50 †"

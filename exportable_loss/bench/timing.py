@@ -11,6 +11,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 import torch
 
 UNRELIABLE = 0.10  # spread (IQR / median) above which a figure is marked unreliable
+MIN_RUNS = 5  # samples behind a figure at least: fewer give no meaningful spread
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +36,8 @@ class Timing:
 
 def from_samples(seconds: Sequence[float]) -> Timing:
     """The median and IQR of per-run times in seconds."""
-    if len(seconds) < 2:
-        return Timing(seconds[0] * 1e3, 0.0, len(seconds))
+    if len(seconds) < 2:  # no spread to tell: unreliable
+        return Timing(seconds[0] * 1e3, float("inf"), len(seconds))
     q1, _, q3 = statistics.quantiles(seconds, n=4, method="inclusive")  # as numpy.percentile
     return Timing(statistics.median(seconds) * 1e3, (q3 - q1) * 1e3, len(seconds))
 
@@ -49,7 +50,10 @@ def samples(fn: Callable[[], object], budget: float) -> List[float]:
 
     fn()
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    return list(timer.adaptive_autorange(threshold=UNRELIABLE / 2, max_run_time=budget).times)
+    times = list(timer.adaptive_autorange(threshold=UNRELIABLE / 2, max_run_time=budget).times)
+    while len(times) < MIN_RUNS:  # a slow call exhausts the budget in one run: no spread yet
+        times.append(timer.timeit(1).times[0])
+    return times
 
 
 def measure(fn: Callable[[], object], budget: float = 2.0, cuda: bool = False) -> Timing:
