@@ -6,7 +6,7 @@ formulation on every path: the exporters' own translations of ``cross_entropy`` 
 ``backend="triton"`` cross entropy runs the fused op of ``exportable_loss._ops.cross_entropy``.
 """
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -206,11 +206,11 @@ def class_denominator(
     if target.is_floating_point():  # class probabilities (class dimension 1, or 0 unbatched)
         positions = target.select(0 if target.dim() == 1 else 1, 0)
         return mean_denominator(positions, sample_weight, dtype=DENOMINATOR_DTYPE)
-    weight: Optional[Tensor] = module.weight
+    weight = cast(Optional[Tensor], module.weight)  # typing: a module attribute reads as Tensor | Module
     if weight is not None:
         weight = weight.to(device=target.device, dtype=DENOMINATOR_DTYPE)
     num_classes = weight.shape[0] if weight is not None else 0  # only bounds the weight lookup
-    valid, _, _, position_weight = counted_targets(target.long(), weight, module.ignore_index, num_classes)
+    valid, _, _, position_weight = counted_targets(target.long(), weight, cast(int, module.ignore_index), num_classes)
     return mean_denominator(target, sample_weight, valid, position_weight, DENOMINATOR_DTYPE)
 
 

@@ -53,7 +53,7 @@ def _coordinates(input: Tensor, target: Tensor) -> Tuple[List[Tensor], List[Tens
     # Half types compute in float32 (as torchvision upcasts them): eps = 1e-7 is below their
     # resolution. Integer targets are converted as torchvision upcasts integer boxes.
     dtype = accumulation_dtype(input.dtype)
-    return input.to(dtype).unbind(-1), target.to(dtype).unbind(-1)
+    return list(input.to(dtype).unbind(-1)), list(target.to(dtype).unbind(-1))
 
 
 def _iou_and_union(p: List[Tensor], g: List[Tensor], eps: float) -> Tuple[Tensor, Tensor]:

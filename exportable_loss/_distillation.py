@@ -14,7 +14,7 @@ the same formula.
 """
 
 import math
-from typing import Optional, Tuple
+from typing import Optional, Tuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -274,7 +274,7 @@ def label_denominator(
     if label.is_floating_point():
         positions = label.select(0 if label.dim() == 1 else 1, 0)
         return mean_denominator(positions, sample_weight, dtype=DENOMINATOR_DTYPE)
-    valid = label != module.ignore_index
+    valid = label != cast(int, module.ignore_index)  # typing: a module attribute reads as Tensor | Module
     return mean_denominator(label, sample_weight, valid, dtype=DENOMINATOR_DTYPE)
 
 

@@ -6,7 +6,7 @@ Dice is the Tversky index with ``alpha = beta = 0.5`` and both smoothing terms h
 MONAI's ``DiceLoss`` and segmentation_models_pytorch's ``DiceLoss`` with the same smoothing.
 """
 
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -406,8 +406,9 @@ def pair_denominator(
             "cannot be split across micro-batches or ranks; use per_image=True, or one loss call per step"
         )
     n = target.shape[0]
+    ignore_index = cast(int, module.ignore_index)  # typing: a module attribute reads as Tensor | Module
     if module.mode == "multilabel":
-        valid = target != module.ignore_index  # (N, C, ...)
+        valid = target != ignore_index  # (N, C, ...)
         counted = valid.flatten(2).any(-1) if valid.dim() > 2 else valid
     elif target.is_floating_point():  # class probabilities (N, C, ...): every pair counts
         positions = 1
@@ -420,7 +421,7 @@ def pair_denominator(
                 f"{type(module).__name__} with class-index targets needs num_classes (the classes of the "
                 "input, which the target does not show) for its mean's denominator"
             )
-        valid = target != module.ignore_index  # (N, ...)
+        valid = target != ignore_index  # (N, ...)
         image = valid.flatten(1).any(-1) if valid.dim() > 1 else valid
         counted = image.unsqueeze(1).expand(n, num_classes)
     if not module.include_background:

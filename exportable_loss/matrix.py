@@ -3,15 +3,14 @@ eager PyTorch with sample weights at a batch size other than the example's. The 
 ``exportable-loss matrix`` prints what ``run`` returns."""
 
 import os
-import sys
 import tempfile
-import time
 import traceback
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
 from exportable_loss import catalog
+from exportable_loss._io import Progress
 from exportable_loss.export import export
 
 PATHS = ("script", "compile", "export", "onnx-dynamo", "onnx-torchscript")
@@ -23,19 +22,6 @@ ARTIFACTS = {
     "onnx-torchscript": ("m.onnx", "onnx"),
 }
 BACKENDS = ("torch", "triton")
-
-
-def _progress(done: int, total: int, label: str, start: float) -> None:
-    if not sys.stderr.isatty() and done not in (total,) and done % 10:
-        return
-    width = 30
-    filled = width * done // max(total, 1)
-    sys.stderr.write(
-        f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {time.time() - start:5.0f}s {label[:40]:<40}"
-    )
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
 
 
 def verify_path(entry: catalog.LossEntry, reduction: str, backend: str, path: str, folder: str) -> float:
@@ -61,29 +47,45 @@ def verify_path(entry: catalog.LossEntry, reduction: str, backend: str, path: st
     return worst
 
 
-def run(
-    losses: Sequence[str],
-    reductions: Optional[Sequence[str]],
-    backends: Sequence[str],
-    paths: Sequence[str],
-    verbose: bool = False,
-) -> List[List[str]]:
-    """One row ``[loss, reduction, backend, path, "pass" | "FAIL", detail]`` per cell; a loss
-    lists only the backends that run code of their own (a kernel's)."""
-    cells = [
-        (name, r, b, p)
-        for name in losses
-        for r in catalog.get(name).reductions
+Cell = Tuple[str, str, str, str]
+
+
+def cells(
+    losses: Sequence[str], reductions: Optional[Sequence[str]], backends: Sequence[str], paths: Sequence[str]
+) -> List[Cell]:
+    """The cells ``(loss, reduction, backend, path)`` to verify: each loss's own reductions
+    (those of ``reductions``, default all) and the backends with code of their own (a kernel's).
+    ``ValueError`` when a name is unknown or nothing is left to run."""
+    entries = [catalog.get(name) for name in losses]
+    for name, choices, known in (
+        ("path", paths, PATHS),
+        ("backend", backends, BACKENDS),
+        ("reduction", reductions or [], catalog.REDUCTIONS),
+    ):
+        unknown = [c for c in choices if c not in known]
+        if unknown:
+            raise ValueError(f"unknown {name} {unknown[0]!r}; the {name}s are {', '.join(known)}")
+    found = [
+        (e.name, r, b, p)
+        for e in entries
+        for r in e.reductions
         if reductions is None or r in reductions
         for b in backends
-        if b in catalog.get(name).backends
+        if b in e.backends
         for p in paths
     ]
+    if not found:
+        offered = ", ".join(f"{e.name}: {'/'.join(e.reductions)} on {'/'.join(e.backends)}" for e in entries)
+        raise ValueError(f"nothing to run: no selected loss has the reductions and backends asked for ({offered})")
+    return found
+
+
+def run_cells(selected: Sequence[Cell], verbose: bool = False) -> List[List[str]]:
+    """One row ``[loss, reduction, backend, path, "pass" | "FAIL", detail]`` per cell."""
     rows: List[List[str]] = []
-    start = time.time()
+    progress = Progress(len(selected), "matrix")
     with tempfile.TemporaryDirectory() as folder:
-        for i, (name, reduction, backend, path) in enumerate(cells):
-            _progress(i, len(cells), f"{name} {reduction} {backend} {path}", start)
+        for name, reduction, backend, path in selected:
             try:
                 err = verify_path(catalog.get(name), reduction, backend, path, folder)
                 status = "pass" if err != float("inf") else "FAIL"
@@ -93,8 +95,19 @@ def run(
                 if verbose:
                     traceback.print_exc()
             rows.append([name, reduction, backend, path, status, detail])
-        _progress(len(cells), len(cells), "done", start)
+            progress.step(f"{name} {reduction} {backend} {path}")
     return rows
+
+
+def run(
+    losses: Sequence[str],
+    reductions: Optional[Sequence[str]],
+    backends: Sequence[str],
+    paths: Sequence[str],
+    verbose: bool = False,
+) -> List[List[str]]:
+    """The rows of ``run_cells`` for the ``cells`` of this selection."""
+    return run_cells(cells(losses, reductions, backends, paths), verbose)
 
 
 def markdown(rows: List[List[str]]) -> str:

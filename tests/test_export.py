@@ -9,23 +9,23 @@ import torch
 
 import exportable_loss as el
 from exportable_loss import catalog
-from exportable_loss.cli import main
-from exportable_loss.export import ExportError, export, run_onnx
+from exportable_loss.export import ExportError, export, export_onnx, run_onnx
 from exportable_loss.export.demo_models import demo, example_input
 from exportable_loss.export.step import export_training_step
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "pt2"])
-def test_export_report(fmt, tmp_path):
+@pytest.mark.parametrize("fmt, suffix", [("onnx", "onnx"), ("torchscript", "pt"), ("pt2", "pt2")])
+def test_export_report(fmt, suffix, tmp_path):
     entry = catalog.get("cross_entropy")
-    path = str(tmp_path / f"loss.{fmt}")
-    report = export(entry.make("per_sample"), entry.example(6, sample_weight=True), path, format=fmt)
+    path = str(tmp_path / f"loss.{suffix}")
+    report = export(entry.make("per_sample"), entry.example(6, sample_weight=True), path)
+    assert report.format == fmt
     assert report.passed and os.path.exists(path)
     assert report.verified_batch != report.example_batch
     assert report.inputs[0].shape == ["batch", catalog.NUM_CLASSES] and report.outputs[0].shape == ["batch"]
     assert report.max_abs_error <= 1e-5
     assert "PASS" in str(report) and '"passed": true' in report.to_json()
-    assert not [f for f in os.listdir(tmp_path) if f.startswith(".exporting-")]
+    assert os.listdir(tmp_path) == [f"loss.{suffix}"]  # no temporary file left
 
 
 def test_export_reports_a_mismatch(tmp_path):
@@ -67,51 +67,123 @@ def test_unwritable_folder(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
-def test_cli_export_and_errors(tmp_path, capsys):
-    out = str(tmp_path / "l.onnx")
-    assert main(["export", "focal", "--reduction", "sum", "--sample-weight", "-o", out]) == 0
-    assert "PASS onnx (dynamo)" in capsys.readouterr().out
-    assert main(["export", "huber", "--format", "pt2", "--json", "-o", str(tmp_path / "h.pt2")]) == 0
-    assert '"format": "pt2"' in capsys.readouterr().out
-    assert main(["export", "nope", "-o", out]) == 2
-    err = capsys.readouterr().err
-    assert (
-        err.startswith("exportable-loss: error: unknown loss 'nope'; known losses: cross_entropy")
-        and "Traceback" not in err
-    )
-    assert main(["export", "mse", "--reduction", "batchmean", "-o", out]) == 2
-    assert main(["export", "mse", "-o", str(tmp_path / "no" / "x.onnx")]) == 2
-    assert sorted(os.listdir(tmp_path)) == ["h.pt2", "l.onnx"]
+class _Counting(torch.nn.Module):
+    """MSE that counts its calls: an export that fails its checks must not have called it."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x, y):
+        self.calls += 1
+        return ((x - y) ** 2).mean()
 
 
-def test_cli_matrix_subset(tmp_path, capsys):
-    md = str(tmp_path / "matrix.md")
-    code = main(
-        ["matrix", "--losses", "kl_div", "--reductions", "batchmean", "--backends", "torch", "triton", "-o", md]
-    )
-    assert code == 0
-    table = open(md).read()
-    assert table.count("| pass |") == 10 and "FAIL" not in table
+def test_destination_and_format_are_checked_before_any_work(tmp_path):
+    module, args = _Counting(), (torch.randn(6, 3), torch.randn(6, 3))
+    cases = {
+        "": "the output path is empty",
+        str(tmp_path): f"the output path {tmp_path} is a folder",
+        str(tmp_path / "no" / "x.onnx"): f"cannot write {tmp_path / 'no' / 'x.onnx'}: the folder .* does not exist",
+        str(tmp_path / "x.bin"): "cannot tell the format of .*x.bin' from its extension; expected .onnx for onnx",
+    }
+    for path, message in cases.items():
+        with pytest.raises(ExportError, match=message):
+            export(module, args, path)
+    with pytest.raises(ExportError, match="x.onnx' does not have the extension of format pt2"):
+        export(module, args, str(tmp_path / "x.onnx"), format="pt2")
+    with pytest.raises(ExportError, match="a training step is written as ONNX; give a .onnx file"):
+        export_training_step(demo("mlp"), _loss(), example_input("mlp", 6), str(tmp_path / "s.pt2"))
+    assert module.calls == 0 and os.listdir(tmp_path) == []
 
 
-def test_python_m_entry_point(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "exportable_loss",
-            "export",
-            "l1",
-            "--format",
-            "torchscript",
-            "-o",
-            str(tmp_path / "x.pt"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_written_files_have_the_usual_permissions(umask, mode, tmp_path):
+    """Files get 0o666 & ~umask, as open() would give, not mkstemp's 0600."""
+    old = os.umask(umask)
+    try:
+        entry = catalog.get("mse")
+        for name in ("a.onnx", "a.pt", "a.pt2"):
+            assert export(entry.make(), entry.example(6), str(tmp_path / name)).passed
+        export_onnx(entry.make(), entry.example(6), str(tmp_path / "b.onnx"))
+        export_training_step(demo("mlp"), _loss(), example_input("mlp", 6), str(tmp_path / "s.onnx"))
+    finally:
+        os.umask(old)
+    assert {f: oct(os.stat(tmp_path / f).st_mode & 0o777) for f in os.listdir(tmp_path)} == {
+        f: oct(mode) for f in ("a.onnx", "a.pt", "a.pt2", "b.onnx", "s.onnx")
+    }
+
+
+@pytest.mark.parametrize("fmt, dynamo", [("onnx", True), ("onnx", False), ("pt2", True)])
+def test_a_per_sequence_loss_exported_at_16_tokens_runs_at_20(fmt, dynamo, tmp_path):
+    """Named dynamic dimensions: the sequence length T is dynamic with the batch."""
+    loss = el.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 0.5]), reduction="per_sample")
+    g = torch.Generator().manual_seed(0)
+
+    def batch(n, t):
+        target = torch.randint(0, 3, (n, t), generator=g)
+        target[:, t - 3 :] = -100
+        return torch.randn(n, 3, t, generator=g), target
+
+    path = str(tmp_path / f"seq.{fmt}")
+    dynamic = {"input": {0: "batch", 2: "T"}, "target": {0: "batch", 1: "T"}}
+    report = export(loss, batch(6, 16), path, dynamo=dynamo, dynamic_shapes=dynamic)
+    assert report.passed and report.dynamic == {"batch": [6, 9], "T": [16, 19]}
+    assert report.inputs[0].shape == ["batch", 3, "T"] and report.outputs[0].shape == ["batch"]
+    x, t = batch(4, 20)
+    got = run_onnx(path, (x, t))[0] if fmt == "onnx" else torch.export.load(path).module()(x, t)
+    torch.testing.assert_close(got, loss(x, t), rtol=1e-5, atol=1e-6)  # eager: held to torch.nn elsewhere
+
+
+def test_dynamic_shapes_errors(tmp_path):
+    loss, x, t = el.CrossEntropyLoss(), torch.randn(6, 3, 16), torch.randint(0, 3, (6, 12))
+    path = str(tmp_path / "a.onnx")
+    cases = [
+        ({"input": {2: "T"}, "target": {1: "T"}}, "dynamic dimension T has example sizes 16 and 12 \\(target\\)"),
+        ({"logits": {0: "batch"}}, "dynamic_shapes names unknown inputs \\['logits'\\]; the inputs are input, target"),
+        ({"input": {3: "T"}}, "dynamic dimension 3 of input is out of range: input has 3 dims"),
+        ({"input": {0: "batch size"}}, "label must be an identifier such as 'batch'; got 'batch size'"),
+        ([{0: "batch"}], "dynamic_shapes must have one entry per input \\(2\\); got 1"),
+    ]
+    for dynamic, message in cases:
+        with pytest.raises(ExportError, match=message):
+            export(loss, (x, t), path, dynamic_shapes=dynamic)
+    with pytest.raises(ExportError, match="has example size 1; the tracers specialise sizes 0 and 1"):
+        export(loss, (x[:, :, :1], t[:, :1]), path, dynamic_shapes={"input": {2: "T"}, "target": {1: "T"}})
+    with pytest.raises(ExportError, match="give dynamic_shapes or batch_inputs, not both"):
+        export(loss, (x, t[:, :1]), path, dynamic_shapes=[None, None], batch_inputs=[True, True])
+    assert os.listdir(tmp_path) == []
+
+
+def test_without_the_onnx_extra(tmp_path):
+    """The losses need only torch: without onnx, onnxscript and onnxruntime the library imports
+    and computes, and ONNX export and onnxruntime say which extra to install."""
+    code = """
+import sys
+for name in ("onnx", "onnxscript", "onnxruntime"):
+    sys.modules[name] = None  # as if not installed
+import torch
+import exportable_loss as el, exportable_loss.export, exportable_loss.cli, exportable_loss.matrix
+x, t = torch.randn(4, 3), torch.randint(0, 3, (4,))
+torch.testing.assert_close(el.CrossEntropyLoss()(x, t), torch.nn.functional.cross_entropy(x, t))
+for call in (lambda: exportable_loss.export.export(el.MSELoss(), (x, x), "a.onnx"),
+             lambda: exportable_loss.export.run_onnx("a.onnx", (x, x))):
+    try:
+        call()
+    except ImportError as e:
+        print(e)
+print(exportable_loss.export.export(el.MSELoss(), (x, x), "a.pt").passed)
+"""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
-    assert "PASS torchscript" in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(
+        "onnx is not installed; ONNX export and onnxruntime need it: pip install 'exportable-loss[onnx]'"
+    )
+    assert lines[1].startswith("onnxruntime is not installed") and "exportable-loss[gpu]" in lines[1]
+    assert lines[2] == "True" and sorted(os.listdir(tmp_path)) == ["a.pt"]
 
 
 # ------------------------------------------------------------------ training steps

@@ -114,7 +114,7 @@ def pointwise_loss_backward(
         return _weighted_sum(loss, sample_weight) if grad.dim() == 0 else loss
 
     # autograd is off inside an op's kernel; torch.func differentiates the reference regardless
-    _, vjp = torch.func.vjp(reference, input)
+    vjp = torch.func.vjp(reference, input)[1]
     return vjp(grad.float())[0].to(input.dtype)
 
 

@@ -8,13 +8,13 @@ write); an element-wise loss reads input and target in the forward and again in 
 and writes the gradient (5 input-sized passes).
 """
 
-import statistics
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple, Type
 
 import torch
 from torch import nn
 
 import exportable_loss as el
+from exportable_loss.bench import timing
 
 PEAK_GBPS = {"H100 80GB HBM3": 3350.0, "H100 PCIe": 2000.0, "H200": 4800.0, "A100-SXM4-80GB": 2039.0}
 
@@ -25,24 +25,20 @@ def _peak(name: str, override: Optional[float]) -> Optional[float]:
     return next((v for k, v in PEAK_GBPS.items() if k in name), None)
 
 
-def _measure(step: Callable[[], None], repeats: int) -> Dict[str, float]:
-    for _ in range(3):
-        step()
+def _measure(step: Callable[[], None], budget: float) -> Tuple[timing.Timing, Dict[str, object]]:
+    """The time of many calls, and the row's figures: time and peak extra memory of one call."""
+    step()
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        step()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return {"ms": statistics.median(times), "extra_mb": (torch.cuda.max_memory_allocated() - base) / 2**20}
+    step()
+    torch.cuda.synchronize()
+    extra_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
+    t = timing.measure(step, budget, cuda=True)
+    return t, {"ms": t.ms, "time": t.to_dict(), "extra_mb": extra_mb}
 
 
-def _fwd_bwd(loss: Callable, x: torch.Tensor, *rest) -> Callable[[], None]:
+def _fwd_bwd(loss: Callable, x: torch.Tensor, *rest: torch.Tensor) -> Callable[[], None]:
     def step() -> None:
         x.grad = None
         loss(x, *rest).backward()
@@ -50,7 +46,7 @@ def _fwd_bwd(loss: Callable, x: torch.Tensor, *rest) -> Callable[[], None]:
     return step
 
 
-def _candidates(ours_cls, nn_cls, kwargs) -> Dict[str, Callable]:
+def _candidates(ours_cls: type, nn_cls: Optional[type], kwargs: Dict[str, object]) -> Dict[str, Callable]:
     out = {
         "triton": ours_cls(backend="triton", **kwargs),
         "torch backend": ours_cls(**kwargs),
@@ -60,8 +56,8 @@ def _candidates(ours_cls, nn_cls, kwargs) -> Dict[str, Callable]:
     return {k: v for k, v in out.items() if v is not None}
 
 
-def run(quick: bool, repeats: int, peak: Optional[float]) -> List[Dict[str, object]]:
-    rows = []
+def run(quick: bool, budget: float, peak: Optional[float]) -> List[Dict[str, object]]:
+    rows: List[Dict[str, object]] = []
     ce_shapes = [(4096, 32768)] if quick else [(16384, 32768), (16384, 128256)]
     for n, c in ce_shapes:
         for dtype in (torch.bfloat16, torch.float32):
@@ -78,16 +74,17 @@ def run(quick: bool, repeats: int, peak: Optional[float]) -> List[Dict[str, obje
                 pass
             for name, loss in cands.items():
                 torch.cuda.empty_cache()
-                r = _measure(_fwd_bwd(loss, x, t), repeats)
+                took, r = _measure(_fwd_bwd(loss, x, t), budget)
                 rows.append(dict(loss="cross_entropy", shape=f"({n}, {c})", dtype=str(dtype)[6:], impl=name, **r))
                 if name == "triton":
-                    gbps = moved / (r["ms"] * 1e-3) / 1e9
-                    rows[-1].update(gbps=gbps, floor_ratio=(floor / (r["ms"] * 1e-3) / 1e9) / gbps)
+                    seconds = took.ms * 1e-3
+                    gbps = moved / seconds / 1e9
+                    rows[-1].update(gbps=gbps, floor_ratio=(floor / seconds / 1e9) / gbps)
                     if peak:
                         rows[-1]["peak_fraction"] = gbps / peak
             del x
     n = (1 << 22) if quick else (1 << 24)
-    pointwise = [
+    pointwise: List[Tuple[str, Type[nn.Module], Optional[type], Dict[str, object]]] = [
         ("mse", el.MSELoss, nn.MSELoss, {}),
         ("l1", el.L1Loss, nn.L1Loss, {}),
         ("smooth_l1", el.SmoothL1Loss, nn.SmoothL1Loss, {}),
@@ -99,10 +96,10 @@ def run(quick: bool, repeats: int, peak: Optional[float]) -> List[Dict[str, obje
         x = torch.randn(n, device="cuda", requires_grad=True)
         y = torch.rand(n, device="cuda")
         for impl, loss in _candidates(ours, theirs, kwargs).items():
-            r = _measure(_fwd_bwd(loss, x, y), repeats)
+            took, r = _measure(_fwd_bwd(loss, x, y), budget)
             rows.append(dict(loss=name, shape=f"({n},)", dtype="float32", impl=impl, **r))
             if impl == "triton":
-                gbps = 5 * n * 4 / (r["ms"] * 1e-3) / 1e9
+                gbps = 5 * n * 4 / (took.ms * 1e-3) / 1e9
                 rows[-1]["gbps"] = gbps
                 if peak:
                     rows[-1]["peak_fraction"] = gbps / peak

@@ -8,18 +8,20 @@ profiler, summed in order (the CPU allocator keeps no peak statistic). Both coun
 allocations only (a BLAS library's private workspace is not seen).
 """
 
+import contextlib
+import functools
 import json
 import os
-import statistics
+import sys
 import tempfile
-import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 import exportable_loss as el
+from exportable_loss.bench import timing
 
 Method = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -72,10 +74,32 @@ def _step(method: Method, x: Tensor, w: Tensor, t: Tensor) -> Tensor:
     return loss.detach()
 
 
+@contextlib.contextmanager
+def _without_profiler_notes() -> Iterator[None]:
+    """The profiler's C++ side prints "USDT:" start/stop notes on file descriptor 2; keep every
+    other line it writes there."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [
+                line
+                for line in capture.read().decode(errors="replace").splitlines(True)
+                if not line.startswith("USDT:")
+            ]
+            sys.stderr.write("".join(kept))
+
+
 def _cpu_peak(run: Callable[[], object]) -> int:
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _without_profiler_notes(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         run()
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "trace.json")
@@ -105,18 +129,18 @@ def working_memory(method: Method, x: Tensor, w: Tensor, t: Tensor) -> int:
     return _cpu_peak(lambda: _step(method, x, w, t)) - grads
 
 
-def _time(method: Method, x: Tensor, w: Tensor, t: Tensor, repeats: int) -> float:
-    def once() -> float:
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        _step(method, x, w, t)
-        if x.is_cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    once()  # warm-up (compilation, autotuning)
-    return statistics.median(once() for _ in range(repeats))
+def selected(shape: Tuple[int, ...], repeats: int, only: Optional[List[str]], device: str) -> Dict[str, Method]:
+    """The methods to measure; ``ValueError`` for a shape or repeat count below 1 and for
+    ``only`` words that match no method. Cheap: call it before any work."""
+    if len(shape) != 3 or any(d < 1 for d in shape):
+        raise ValueError(f"shape is (tokens, hidden, vocab), each at least 1; got {tuple(shape)}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1; got {repeats}")
+    found = methods(device)
+    chosen = {n: m for n, m in found.items() if only is None or any(word in n for word in only)}
+    if not chosen:
+        raise ValueError(f"--only {' '.join(only or [])} matches no method; the methods are {', '.join(found)}")
+    return chosen
 
 
 def run(
@@ -125,30 +149,31 @@ def run(
     device: Optional[str] = None,
     repeats: int = 3,
     only: Optional[List[str]] = None,
-) -> Dict[str, object]:
+) -> Dict[str, Any]:
     """Measure every method at ``shape = (tokens, hidden, vocab)``; ratios are against the first
-    (the unfused eager form), measured in the same run."""
+    (the unfused eager form), measured in the same run. Arguments checked by ``selected``."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    chosen = selected(shape, repeats, only, device)
     x, w, t = _inputs(shape, dtype, device)
-    rows: List[Dict[str, object]] = []
+    rows: List[Dict[str, Any]] = []
     reference: Optional[Tensor] = None
-    for name, method in methods(device).items():
-        if only is not None and not any(word in name for word in only):
-            continue
+    for name, method in chosen.items():
         loss = _step(method, x, w, t)
         reference = loss if reference is None else reference
+        took = timing.repeated(functools.partial(_step, method, x, w, t), repeats, cuda=x.is_cuda)
         rows.append(
             {
                 "method": name,
                 "working_MiB": working_memory(method, x, w, t) / 2**20,
-                "ms": _time(method, x, w, t, repeats) * 1e3,
+                "ms": took.ms,
+                "time": took.to_dict(),
                 "loss": float(loss),
                 "loss_error": float((loss.float() - reference.float()).abs()),
             }
         )
     base = rows[0]
     for row in rows:
-        row["memory_ratio"] = row["working_MiB"] / base["working_MiB"]
+        row["memory_ratio"] = row["working_MiB"] / base["working_MiB"] if base["working_MiB"] > 0 else float("nan")
         row["time_ratio"] = row["ms"] / base["ms"]
     return {
         "shape": {"tokens": shape[0], "hidden": shape[1], "vocab": shape[2]},
@@ -159,18 +184,30 @@ def run(
     }
 
 
-def markdown(result: Dict[str, object]) -> str:
+def markdown(result: Dict[str, Any]) -> str:
     s = result["shape"]
     lines = [
         f"Shape (tokens, hidden, vocab) = ({s['tokens']}, {s['hidden']}, {s['vocab']}), {result['dtype']}, "
         f"{result['device']}, torch {result['torch']}; forward + backward, mean loss.",
         "",
+        timing.FOOTNOTE,
+        "",
         "| method | working memory (MiB) | vs unfused | time (ms) | vs unfused | loss difference |",
         "|---|---:|---:|---:|---:|---:|",
     ]
+    base = _t(result["rows"][0])
     for r in result["rows"]:
         lines.append(
-            f"| {r['method']} | {r['working_MiB']:.1f} | {r['memory_ratio']:.3f} | {r['ms']:.0f} | "
-            f"{r['time_ratio']:.2f} | {r['loss_error']:.1e} |"
+            f"| {r['method']} | {r['working_MiB']:.1f} | {r['memory_ratio']:.3f} | {timing.cell(_t(r), 0)} | "
+            f"{timing.ratio_cell(_t(r), base, 2)} | {r['loss_error']:.1e} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _t(row: Dict[str, Any]) -> timing.Timing:
+    return timing.Timing(row["time"]["ms"], row["time"]["iqr_ms"], row["time"]["runs"])
+
+
+def unreliable(result: Dict[str, Any]) -> List[str]:
+    """The methods whose time has a spread above the threshold."""
+    return [f"{r['method']} ({_t(r).spread:.0%})" for r in result["rows"] if not _t(r).reliable]

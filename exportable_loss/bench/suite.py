@@ -1,58 +1,38 @@
 """``exportable-loss bench``: time (and, on CUDA, peak memory) of the losses against their
-baselines, measured in one run on the current device, written as JSON, PNG plots and a Markdown
-table that the docs embed.
+baselines, measured in one run on the current device, written as JSON, a Markdown table that
+the docs embed and, with matplotlib (the ``bench`` extra), a PNG plot.
 
-On the CPU it measures the torch backend's forward+backward overhead against the matching
-``torch.nn`` loss (target: at most 5% at (4096, 1000) cross entropy and 1M-element MSE), the
-cost of weighted and per-sample reductions, a size sweep against ``torch.nn`` and
-``torch.compile``, and onnxruntime against eager for the exported losses. On CUDA it adds the
-Triton backend, peak memory and bandwidth (``exportable_loss.bench.cuda``).
+On the CPU it measures the torch backend's forward+backward against the matching ``torch.nn``
+loss (target: at most 5% slower at (4096, 1000) cross entropy and 1M-element MSE), the cost of
+weighted and per-sample reductions, a size sweep against ``torch.nn`` and ``torch.compile``,
+and onnxruntime against eager for the exported losses (one ``InferenceSession`` reused for
+every call, as an application does). On CUDA it adds the Triton backend, peak memory and
+bandwidth (``exportable_loss.bench.cuda``). Every time comes with its spread
+(``exportable_loss.bench.timing``); unreliable figures are marked and reported.
 """
 
+import functools
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 import exportable_loss as el
+from exportable_loss._io import Progress, atomic_path, check_writable, write_text
+from exportable_loss.bench import timing
+from exportable_loss.bench.timing import Timing
+
+Rows = List[Dict[str, Any]]  # JSON rows
+PLOT_HINT = "pip install 'exportable-loss[bench]'"
 
 
-class Progress:
-    """A one-line progress bar on stderr."""
-
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.start = total, 0, time.time()
-
-    def step(self, label: str) -> None:
-        self.done += 1
-        width = 30
-        filled = width * self.done // max(self.total, 1)
-        bar = "#" * filled + "." * (width - filled)
-        sys.stderr.write(f"\r[{bar}] {self.done}/{self.total} {time.time() - self.start:5.0f}s {label[:44]:<44}")
-        if self.done >= self.total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
-
-
-def _fwd_bwd(loss: Callable, x: torch.Tensor, *rest: torch.Tensor) -> Callable[[], None]:
+def _fwd_bwd(loss: Callable[..., Tensor], x: Tensor, *rest: Tensor) -> Callable[[], None]:
     def step() -> None:
         x.grad = None
         out = loss(x, *rest)
@@ -61,59 +41,63 @@ def _fwd_bwd(loss: Callable, x: torch.Tensor, *rest: torch.Tensor) -> Callable[[
     return step
 
 
-def _pair(ours: nn.Module, theirs: nn.Module, x, rest, repeats: int, rounds: int) -> Dict[str, float]:
-    # interleaved rounds: drift on a shared machine hits both alike; the best round counts
-    a, b = [], []
-    for _ in range(rounds):
-        b.append(_median_time(_fwd_bwd(theirs, x, *rest), repeats))
-        a.append(_median_time(_fwd_bwd(ours, x, *rest), repeats))
-    return {"ours_ms": min(a) * 1e3, "baseline_ms": min(b) * 1e3, "ratio": min(a) / min(b)}
-
-
-def _ce_inputs(n: int, c: int = 1000):
+def _ce_inputs(n: int, c: int = 1000) -> Tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(0)
     return torch.randn(n, c, generator=g, requires_grad=True), torch.randint(0, c, (n,), generator=g)
 
 
-def _mse_inputs(numel: int):
+def _mse_inputs(numel: int) -> Tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(0)
     side = int(numel**0.5)
-    return torch.randn(side, numel // side, generator=g, requires_grad=True), torch.randn(
-        side, numel // side, generator=g
-    )
+    shape = (side, numel // side)
+    return torch.randn(*shape, generator=g, requires_grad=True), torch.randn(*shape, generator=g)
 
 
-def cpu_suite(quick: bool) -> Dict[str, List[Dict[str, object]]]:
-    repeats, rounds = (10, 2) if quick else (30, 3)
+def _pair(a: Timing, b: Timing) -> Dict[str, object]:
+    """Two figures and their ratio; the ratio is reliable when both are."""
+    return {"ratio": a.ms / b.ms, "reliable": a.reliable and b.reliable}
+
+
+def cpu_suite(quick: bool) -> Dict[str, Rows]:
+    """The CPU measurements (see the module's docstring)."""
+    seconds, rounds = (1.0, 2) if quick else (4.0, 3)  # time budget per figure
     ce_sizes = [512, 1024, 2048, 4096]
     mse_sizes = [1 << 16, 1 << 18, 1 << 20] if quick else [1 << 16, 1 << 18, 1 << 20, 1 << 22]
-    work = 6 + 6 + len(ce_sizes) * 3 + len(mse_sizes) * 3 + 2
-    progress = Progress(work)
-    out: Dict[str, List[Dict[str, object]]] = {"overhead": [], "extras": [], "sweep": [], "onnxruntime": []}
+    progress = Progress(6 + 6 + 3 * (len(ce_sizes) + len(mse_sizes)) + 2, "bench")
+    out: Dict[str, Rows] = {"overhead": [], "extras": [], "sweep": [], "onnxruntime": []}
 
-    for name, (x, t), ours_cls, nn_cls in [
+    headline: List[Tuple[str, Tuple[Tensor, Tensor], type, type]] = [
         ("cross_entropy (4096, 1000)", _ce_inputs(4096), el.CrossEntropyLoss, nn.CrossEntropyLoss),
         ("mse (1M)", _mse_inputs(1 << 20), el.MSELoss, nn.MSELoss),
-    ]:
+    ]
+    for name, (x, t), ours_cls, nn_cls in headline:
         for reduction in ("none", "mean", "sum"):
-            r = _pair(ours_cls(reduction=reduction), nn_cls(reduction=reduction), x, (t,), repeats, rounds)
-            out["overhead"].append({"loss": name, "reduction": reduction, **r})
+            fns = {
+                "ours": _fwd_bwd(ours_cls(reduction=reduction), x, t),
+                "baseline": _fwd_bwd(nn_cls(reduction=reduction), x, t),
+            }
+            times = timing.interleaved(fns, rounds, seconds)
+            row = {"loss": name, "reduction": reduction, **{k: v.to_dict() for k, v in times.items()}}
+            out["overhead"].append({**row, **_pair(times["ours"], times["baseline"])})
             progress.step(f"overhead {name} {reduction}")
-        base = _median_time(_fwd_bwd(ours_cls(), x, t), repeats)
         s = torch.rand(x.shape[0])
-        for variant, loss, rest in [
-            ("mean + sample_weight", ours_cls(), (t, s)),
-            ("per_sample", ours_cls(reduction="per_sample"), (t,)),
-            ("per_sample + sample_weight", ours_cls(reduction="per_sample"), (t, s)),
-        ]:
-            ms = _median_time(_fwd_bwd(loss, x, *rest), repeats)
-            out["extras"].append({"loss": name, "variant": variant, "ms": ms * 1e3, "vs_unweighted_mean": ms / base})
+        variants: Dict[str, Callable[[], None]] = {
+            "mean": _fwd_bwd(ours_cls(), x, t),
+            "mean + sample_weight": _fwd_bwd(ours_cls(), x, t, s),
+            "per_sample": _fwd_bwd(ours_cls(reduction="per_sample"), x, t),
+            "per_sample + sample_weight": _fwd_bwd(ours_cls(reduction="per_sample"), x, t, s),
+        }
+        times = timing.interleaved(variants, rounds, seconds)
+        for variant in list(variants)[1:]:
+            row = {"loss": name, "variant": variant, "time": times[variant].to_dict(), "base": times["mean"].to_dict()}
+            out["extras"].append({**row, **_pair(times[variant], times["mean"])})
             progress.step(f"extras {name} {variant}")
 
-    for loss_name, sizes, make_inputs, ours_cls, nn_cls in [
+    sweeps: List[Tuple[str, List[int], Callable[[int], Tuple[Tensor, Tensor]], type, type]] = [
         ("cross_entropy", ce_sizes, _ce_inputs, el.CrossEntropyLoss, nn.CrossEntropyLoss),
         ("mse", mse_sizes, _mse_inputs, el.MSELoss, nn.MSELoss),
-    ]:
+    ]
+    for loss_name, sizes, make_inputs, ours_cls, nn_cls in sweeps:
         for size in sizes:
             x, t = make_inputs(size)
             candidates = {
@@ -122,80 +106,118 @@ def cpu_suite(quick: bool) -> Dict[str, List[Dict[str, object]]]:
                 "torch backend + compile": torch.compile(ours_cls(), fullgraph=True, dynamic=False),
             }
             for impl, loss in candidates.items():
-                ms = _median_time(_fwd_bwd(loss, x, t), repeats) * 1e3
-                out["sweep"].append({"loss": loss_name, "size": size, "impl": impl, "ms": ms})
+                took = timing.measure(_fwd_bwd(loss, x, t), seconds / 2)
+                out["sweep"].append({"loss": loss_name, "size": size, "impl": impl, "time": took.to_dict()})
                 progress.step(f"sweep {loss_name} {size} {impl}")
 
-    from exportable_loss.export import export_onnx, run_onnx
+    from exportable_loss.export import export_onnx, inference_session
 
     with tempfile.TemporaryDirectory() as folder:
-        for name, loss, (x, t) in [
-            ("cross_entropy (4096, 1000)", el.CrossEntropyLoss(), _ce_inputs(4096)),
-            ("mse (1M)", el.MSELoss(), _mse_inputs(1 << 20)),
-        ]:
+        for name, (x, t), ours_cls, _ in headline:
+            loss = ours_cls()
             path = export_onnx(loss, (x.detach()[:8], t[:8]), os.path.join(folder, "l.onnx"))
-            inputs = (x.detach(), t)
-            eager = _median_time(lambda loss=loss, inputs=inputs: loss(*inputs), repeats)
-            ort = _median_time(lambda path=path, inputs=inputs: run_onnx(path, inputs), repeats)
-            out["onnxruntime"].append(
-                {"loss": name, "eager_ms": eager * 1e3, "onnxruntime_ms": ort * 1e3, "ratio": ort / eager}
-            )
+            session = inference_session(path)  # created once, as an application does
+            feeds = {i.name: a.numpy() for i, a in zip(session.get_inputs(), (x.detach(), t))}
+            calls: Dict[str, Callable[[], object]] = {
+                "eager": functools.partial(_no_grad, loss, x.detach(), t),
+                "onnxruntime": functools.partial(session.run, None, feeds),
+            }
+            times = timing.interleaved(calls, rounds, seconds)
+            row = {"loss": name, **{k: v.to_dict() for k, v in times.items()}}
+            out["onnxruntime"].append({**row, **_pair(times["onnxruntime"], times["eager"])})
             progress.step(f"onnxruntime {name}")
     return out
 
 
-def _plot(results: Dict[str, List[Dict[str, object]]], path: str) -> None:
-    import matplotlib
+def _no_grad(loss: nn.Module, *args: Tensor) -> Tensor:
+    with torch.no_grad():
+        return loss(*args)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    losses = sorted({r["loss"] for r in results["sweep"]})
-    fig, axes = plt.subplots(1, len(losses), figsize=(5 * len(losses), 3.8))
-    for ax, loss in zip(axes if len(losses) > 1 else [axes], losses):
+def _t(figure: Dict[str, Any]) -> Timing:
+    """A timing back from its JSON dict."""
+    return Timing(figure["ms"], figure["iqr_ms"], figure["runs"])
+
+
+def plot(results: Dict[str, Rows], path: str) -> bool:
+    """The size sweep as a PNG; False (and nothing written) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    losses = sorted({str(r["loss"]) for r in results["sweep"]})
+    fig, axes = plt.subplots(1, len(losses), figsize=(5 * len(losses), 3.8), squeeze=False)
+    for ax, loss in zip(axes[0], losses):
         rows = [r for r in results["sweep"] if r["loss"] == loss]
-        for impl in sorted({r["impl"] for r in rows}):
-            pts = sorted((r["size"], r["ms"]) for r in rows if r["impl"] == impl)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=impl)
+        for impl in sorted({str(r["impl"]) for r in rows}):
+            pts = sorted(((r["size"], _t(r["time"])) for r in rows if r["impl"] == impl), key=lambda p: p[0])
+            ms = [p[1].ms for p in pts]
+            iqr = [p[1].iqr_ms / 2 for p in pts]
+            ax.errorbar([p[0] for p in pts], ms, yerr=iqr, marker="o", capsize=3, label=impl)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch (x 1000 classes)" if loss == "cross_entropy" else "elements")
-        ax.set_ylabel("forward+backward, ms")
+        ax.set_ylabel("forward+backward, ms (bars: IQR)")
         ax.set_title(loss)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+    return True
 
 
-def _markdown(results: Dict[str, List[Dict[str, object]]], header: str) -> str:
-    lines = [header, "", "### Overhead against torch.nn (forward+backward, eager)", ""]
+def markdown(results: Dict[str, Rows], header: str) -> str:
+    cell, ratio = timing.cell, timing.ratio_cell
+    lines = [header, "", timing.FOOTNOTE, "", "### Overhead against torch.nn (forward+backward, eager)", ""]
     lines += ["| loss | reduction | ours (ms) | torch.nn (ms) | ratio |", "|---|---|---:|---:|---:|"]
     lines += [
-        f"| {r['loss']} | {r['reduction']} | {r['ours_ms']:.3f} | {r['baseline_ms']:.3f} | {r['ratio']:.3f} |"
+        f"| {r['loss']} | {r['reduction']} | {cell(_t(r['ours']))} | {cell(_t(r['baseline']))} "
+        f"| {ratio(_t(r['ours']), _t(r['baseline']))} |"
         for r in results["overhead"]
     ]
-    lines += ["", "### Cost of the extras (sample_weight, per_sample) against our unweighted mean", ""]
-    lines += ["| loss | variant | ms | ratio |", "|---|---|---:|---:|"]
+    lines += ["", "### Cost of weighted and per-sample reductions against our unweighted mean", ""]
+    lines += ["| loss | variant | ms | unweighted mean (ms) | ratio |", "|---|---|---:|---:|---:|"]
     lines += [
-        f"| {r['loss']} | {r['variant']} | {r['ms']:.3f} | {r['vs_unweighted_mean']:.2f} |" for r in results["extras"]
+        f"| {r['loss']} | {r['variant']} | {cell(_t(r['time']))} | {cell(_t(r['base']))} "
+        f"| {ratio(_t(r['time']), _t(r['base']), 2)} |"
+        for r in results["extras"]
     ]
-    lines += ["", "### onnxruntime against eager (forward, exported with the dynamo exporter)", ""]
+    lines += ["", "### Size sweep (forward+backward)", ""]
+    lines += ["| loss | size | implementation | ms |", "|---|---:|---|---:|"]
+    lines += [f"| {r['loss']} | {r['size']} | {r['impl']} | {cell(_t(r['time']))} |" for r in results["sweep"]]
+    lines += ["", "### onnxruntime against eager (forward; dynamo exporter; one session reused)", ""]
     lines += ["| loss | eager (ms) | onnxruntime (ms) | ratio |", "|---|---:|---:|---:|"]
     lines += [
-        f"| {r['loss']} | {r['eager_ms']:.3f} | {r['onnxruntime_ms']:.3f} | {r['ratio']:.2f} |"
+        f"| {r['loss']} | {cell(_t(r['eager']))} | {cell(_t(r['onnxruntime']))} "
+        f"| {ratio(_t(r['onnxruntime']), _t(r['eager']), 2)} |"
         for r in results["onnxruntime"]
     ]
     if results.get("cuda"):
         lines += ["", "### CUDA: Triton backend", "", "| loss | shape | dtype | impl | ms | extra MB | GB/s |"]
         lines += ["|---|---|---|---|---:|---:|---:|"]
         lines += [
-            f"| {r['loss']} | {r['shape']} | {r['dtype']} | {r['impl']} | {r['ms']:.3f} | {r['extra_mb']:.0f} "
-            f"| {format(r['gbps'], '.0f') if 'gbps' in r else ''} |"
+            f"| {r['loss']} | {r['shape']} | {r['dtype']} | {r['impl']} | {cell(_t(r['time']))} | "
+            f"{r['extra_mb']:.0f} | {format(r['gbps'], '.0f') if 'gbps' in r else ''} |"
             for r in results["cuda"]
         ]
     return "\n".join(lines) + "\n"
+
+
+def unreliable(results: Dict[str, Rows]) -> List[str]:
+    """A label for every figure whose spread is above the threshold."""
+    found = []
+    for section, rows in results.items():
+        for r in rows:
+            for key, value in r.items():
+                if isinstance(value, dict) and not value.get("reliable", True):
+                    what = " ".join(str(r[k]) for k in ("loss", "reduction", "variant", "size", "impl") if k in r)
+                    found.append(f"{section}: {what} {key} ({_t(value).spread:.0%})")
+    return found
 
 
 def machine() -> str:
@@ -205,24 +227,43 @@ def machine() -> str:
 
 
 def run(out_dir: str, quick: bool = False, peak_gbps: Optional[float] = None) -> Dict[str, str]:
-    """Run the suite and write ``bench.json``, ``bench.png`` and ``bench.md`` in ``out_dir``."""
+    """Run the suite and write ``bench.json``, ``bench.md`` and (with matplotlib) ``bench.png``
+    in ``out_dir``; warns on stderr about unreliable figures."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"the output folder {out_dir} is a file")
     os.makedirs(out_dir, exist_ok=True)
-    results: Dict[str, object] = dict(cpu_suite(quick))
+    paths = {k: os.path.join(out_dir, f"bench.{k}") for k in ("json", "md", "png")}
+    for path in paths.values():
+        check_writable(path)
+    results: Dict[str, Rows] = dict(cpu_suite(quick))
     if torch.cuda.is_available():
         from exportable_loss.bench import cuda as _bench_cuda
 
-        results["cuda"] = _bench_cuda.run(
-            quick, 10 if quick else 20, _bench_cuda._peak(torch.cuda.get_device_name(), peak_gbps)
+        peak = _bench_cuda._peak(torch.cuda.get_device_name(), peak_gbps)
+        results["cuda"] = _bench_cuda.run(quick, 0.5 if quick else 2.0, peak)
+    return write(results, paths, quick)
+
+
+def write(results: Dict[str, Rows], paths: Dict[str, str], quick: bool) -> Dict[str, str]:
+    """Write the results: JSON, Markdown and the plot when matplotlib is installed."""
+    about = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "quick": quick, "threshold": timing.UNRELIABLE}
+    write_text(paths["json"], json.dumps({**about, **results}, indent=1))
+    mode = " --quick" if quick else ""
+    header = f"Measured by `exportable-loss bench{mode}` on {about['machine']}, {about['date']}."
+    if quick:
+        header += " Quick mode: shorter timings and fewer sizes than the full run, on a shared machine."
+    write_text(paths["md"], markdown(results, header))
+    written = {k: paths[k] for k in ("json", "md")}
+    if plot(results, paths["png"]):
+        written["png"] = paths["png"]
+    else:
+        print(f"bench: matplotlib is not installed, so no plot; {PLOT_HINT} adds bench.png", file=sys.stderr)
+    flagged = unreliable(results)
+    if flagged:
+        print(
+            f"warning: {len(flagged)} figures have a spread above {timing.UNRELIABLE:.0%} of their median "
+            f"(marked † in {paths['md']}); the machine was busy, rerun for trustworthy numbers:\n  "
+            + "\n  ".join(flagged),
+            file=sys.stderr,
         )
-    results["machine"] = machine()
-    results["date"] = time.strftime("%Y-%m-%d")
-    paths = {k: os.path.join(out_dir, f"bench.{k}") for k in ("json", "png", "md")}
-    with open(paths["json"], "w") as f:
-        json.dump(results, f, indent=1)
-    _plot(results, paths["png"])
-    header = (
-        f"Measured by `exportable-loss bench{' --quick' if quick else ''}` on {results['machine']}, {results['date']}."
-    )
-    with open(paths["md"], "w") as f:
-        f.write(_markdown(results, header))
-    return paths
+    return written

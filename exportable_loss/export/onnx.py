@@ -1,19 +1,39 @@
-"""ONNX export with a dynamic batch dimension, a strict check of the file, and onnxruntime."""
+"""ONNX export with dynamic dimensions, a strict check of the file, and onnxruntime.
+
+onnx, onnxscript and onnxruntime are the ``onnx`` extra (``gpu``: onnxruntime-gpu instead of
+onnxruntime): the losses need only torch, and each function here imports what it needs when
+called, with an error naming the extra when it is missing.
+"""
 
 import contextlib
+import importlib
 import io
 import logging
 import os
 import warnings
-from typing import Dict, List, Optional, Sequence
+from types import ModuleType
+from typing import Any, Iterator, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from exportable_loss._io import atomic_path
+from exportable_loss.export import dims as _dims
 
 # Both exporters translate our losses to standard operators; 18 is the first opset where the
 # reductions take their axes as an input, which both exporters and onnxruntime 1.17+ support.
 DEFAULT_OPSET = 18
 STANDARD_DOMAINS = ("", "ai.onnx")
+INSTALL_HINT = "pip install 'exportable-loss[onnx]' (or 'exportable-loss[gpu]' for onnxruntime-gpu)"
+
+
+def require(module: str) -> ModuleType:
+    """Import ``module`` (onnx, onnxscript, onnxruntime); ``ImportError`` naming the extra if it
+    is not installed."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"{module} is not installed; ONNX export and onnxruntime need it: {INSTALL_HINT}") from e
 
 
 def _input_names(count: int) -> List[str]:
@@ -25,7 +45,7 @@ def _input_names(count: int) -> List[str]:
 
 
 @contextlib.contextmanager
-def _quiet():
+def _quiet() -> Iterator[None]:
     # The exporters print progress, deprecation warnings and notes on optional packages
     # (torchvision) that are not the caller's concern.
     logger = logging.getLogger("torch.onnx")
@@ -47,8 +67,9 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     input_names: Optional[Sequence[str]] = None,
     batch_inputs: Optional[Sequence[bool]] = None,
+    dynamic_shapes: Optional[_dims.DynamicShapes] = None,
 ) -> str:
-    """Export ``module(*args)`` to ONNX at ``path`` with dim 0 of the batched inputs dynamic.
+    """Export ``module(*args)`` to ONNX at ``path`` (written atomically) with dynamic dimensions.
 
     Args:
         module: the module to export, e.g. a loss.
@@ -57,8 +78,12 @@ def export_onnx(
         dynamo: the ``dynamo=True`` exporter (default) or the TorchScript one.
         opset: ONNX opset version.
         input_names: graph input names; default ``input, target, sample_weight, normalizer``.
-        batch_inputs: which inputs share the dynamic batch dimension; default every input
-            with at least one dimension.
+        batch_inputs: which inputs share the dynamic batch dimension (dim 0); default every
+            input with at least one dimension.
+        dynamic_shapes: instead of ``batch_inputs``, every dynamic dimension: one
+            ``{dim: label}`` per input (by position, or a dict by input name); inputs that share
+            a label share that size, e.g. ``{"input": {0: "batch", 2: "T"}, "target": {0:
+            "batch", 1: "T"}}``.
 
     Returns:
         ``path``.
@@ -73,32 +98,34 @@ def export_onnx(
     """
     args = tuple(args)
     names = list(input_names) if input_names is not None else _input_names(len(args))
-    batched = list(batch_inputs) if batch_inputs is not None else [a.dim() > 0 for a in args]
-    with _quiet():
+    dims = _dims.resolve(names, args, dynamic_shapes, batch_inputs)
+    require("onnx")
+    if dynamo:
+        require("onnxscript")
+    with atomic_path(path) as tmp, _quiet():
         if dynamo:
-            batch = torch.export.Dim("batch", min=2)
-            dynamic_shapes = tuple({0: batch} if b else None for b in batched)
             program = torch.onnx.export(
                 module,
                 args,
                 dynamo=True,
                 input_names=names,
                 output_names=["loss"],
-                dynamic_shapes=dynamic_shapes,
+                dynamic_shapes=_dims.torch_dims(dims),
                 opset_version=opset,
                 verbose=False,
             )
-            program.save(path)
+            if program is None:  # typing: only the TorchScript exporter returns None
+                raise RuntimeError("the dynamo ONNX exporter returned no program")
+            program.save(tmp)
         else:
-            dynamic_axes: Dict[str, Dict[int, str]] = {n: {0: "batch"} for n, b in zip(names, batched) if b}
             torch.onnx.export(
                 module,
                 args,
-                path,
+                tmp,
                 dynamo=False,
                 input_names=names,
                 output_names=["loss"],
-                dynamic_axes=dynamic_axes,
+                dynamic_axes=_dims.dynamic_axes(names, dims),
                 opset_version=opset,
             )
     return path
@@ -115,15 +142,20 @@ def run_onnx(path: str, args: Sequence[Tensor], providers: Optional[List[str]] =
     Returns:
         The outputs as CPU tensors. See [export_onnx][exportable_loss.export.onnx.export_onnx] for an example.
     """
-    import onnxruntime as ort
+    run = inference_session(path, providers)
+    names = [i.name for i in run.get_inputs()]
+    feeds = {name: a.detach().cpu().numpy() for name, a in zip(names, args)}
+    return [torch.from_numpy(o) for o in run.run(None, feeds)]
 
+
+def inference_session(path: str, providers: Optional[List[str]] = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` of ``path`` (CUDA provider when present, then CPU):
+    create it once and call its ``run`` for every batch, as an application does."""
+    ort = require("onnxruntime")
     if providers is None:
         available = ort.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    session = ort.InferenceSession(path, providers=providers)
-    names = [i.name for i in session.get_inputs()]
-    feeds = {name: a.detach().cpu().numpy() for name, a in zip(names, args)}
-    return [torch.from_numpy(o) for o in session.run(None, feeds)]
+    return ort.InferenceSession(path, providers=providers)
 
 
 def check_onnx_model(path: str, outputs: Sequence[Tensor]) -> None:
@@ -138,8 +170,7 @@ def check_onnx_model(path: str, outputs: Sequence[Tensor]) -> None:
 
     See [export_onnx][exportable_loss.export.onnx.export_onnx] for an example.
     """
-    import onnx
-
+    onnx = require("onnx")
     model = onnx.load(path)
     onnx.checker.check_model(model, full_check=True)
     custom = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in STANDARD_DOMAINS})

@@ -10,18 +10,17 @@ decomposed into convolutions first; an operator that still has none is named in 
 """
 
 import copy
-import os
 import re
-import tempfile
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from exportable_loss.export.api import ExportError, _check_destination
-from exportable_loss.export.onnx import DEFAULT_OPSET, _quiet
+from exportable_loss._io import atomic_path
+from exportable_loss.export.api import ExportError, check_destination
+from exportable_loss.export.onnx import DEFAULT_OPSET, _quiet, require
 
 OPTIMIZERS = (None, "sgd", "adamw")
 # Backward operators with no ONNX translation; the step refuses them by name.
@@ -105,17 +104,17 @@ class _TrainingStep(nn.Module):
             if not (params_as_inputs and name in trainable):
                 self.register_buffer(f"const_{i}", values[name].detach().clone())
 
-    def forward(self, *args: Tensor):
-        args = list(args)
+    def forward(self, *args: Tensor) -> Tuple[Tensor, ...]:
+        rest = list(args)
         params = {}
         if self.params_as_inputs:
             for name in self.trainable:
-                params[name] = args.pop(0)
+                params[name] = rest.pop(0)
         flat = []
         for i, name in enumerate(self.names):
             flat.append(params[name] if name in params else getattr(self, f"const_{i}"))
         n_state = 2 * len(self.trainable) + 1 if self.optimizer == "adamw" else 0
-        state, user = args[:n_state], args[n_state:]
+        state, user = rest[:n_state], rest[n_state:]
         loss, per_sample, *grads = self.joint(*flat, *user)
         if self.optimizer is None:
             return (loss, per_sample, *grads)
@@ -209,13 +208,16 @@ def export_training_step(
     args = tuple(example_inputs)
     if len(args) not in (2, 3) or args[0].dim() == 0 or args[0].shape[0] < 2:
         raise ExportError("example_inputs must be (input, target[, sample_weight]) with a batch of at least 2")
-    folder = _check_destination(path)
+    if check_destination(path) != "onnx":
+        raise ExportError(f"a training step is written as ONNX; give a .onnx file, not {path!r}")
+    require("onnx")
+    require("onnxscript")
     _check_model(model)
-    loss = copy.deepcopy(loss)
-    loss.backend = "torch"  # the joint graph differentiates the PyTorch formulation
-    per_sample = copy.deepcopy(loss)
+    exported: Any = copy.deepcopy(loss)  # Any: its constants are set below
+    exported.backend = "torch"  # the joint graph differentiates the PyTorch formulation
+    per_sample: Any = copy.deepcopy(exported)
     per_sample.reduction = "per_sample"
-    wrapped = _ModelWithLoss(model, loss, per_sample)
+    wrapped = _ModelWithLoss(model, exported, per_sample)
     try:
         wrapped(*args)
     except (ValueError, RuntimeError, TypeError) as e:
@@ -263,33 +265,28 @@ def export_training_step(
         output_names += ["new_step"]
 
     dynamic = tuple([None] * n_fixed + [{0: batch} for _ in args])
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".onnx", prefix=".exporting-")
-    os.close(fd)
-    try:
-        with _quiet():
-            retraced = torch.export.export(step, tuple(step_args), dynamic_shapes={"args": dynamic})
-            retraced = retraced.run_decompositions({torch.ops.aten.convolution_backward.default: _conv_backward})
-            onnx_program = torch.onnx.export(
-                retraced,
-                dynamo=True,
-                input_names=input_names,
-                output_names=output_names,
-                opset_version=opset,
-                verbose=False,
-                # onnxscript 0.7.2's optimizer removed AdamW's "+ eps" (1e-8) as if it were 0:
-                # a training graph must keep every constant of the update and of the user's model
-                optimize=False,
-            )
-            onnx_program.save(tmp)
-        os.replace(tmp, path)
-    except torch.onnx.errors.OnnxExporterError as e:
-        os.remove(tmp)
-        missing = re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", str(e))
-        if missing:
-            raise ExportError(f"the training step uses {missing.group(1)}, which has no ONNX translation") from e
-        raise
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        try:
+            with _quiet():
+                retraced = torch.export.export(step, tuple(step_args), dynamic_shapes={"args": dynamic})
+                retraced = retraced.run_decompositions({torch.ops.aten.convolution_backward.default: _conv_backward})
+                onnx_program = torch.onnx.export(
+                    retraced,
+                    dynamo=True,
+                    input_names=input_names,
+                    output_names=output_names,
+                    opset_version=opset,
+                    verbose=False,
+                    # onnxscript 0.7.2's optimizer removed AdamW's "+ eps" (1e-8) as if it were 0:
+                    # a training graph must keep every constant of the update and of the user's model
+                    optimize=False,
+                )
+                if onnx_program is None:  # typing: only the TorchScript exporter returns None
+                    raise RuntimeError("the dynamo ONNX exporter returned no program")
+                onnx_program.save(tmp)
+        except torch.onnx.errors.OnnxExporterError as e:
+            missing = re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", str(e))
+            if missing:
+                raise ExportError(f"the training step uses {missing.group(1)}, which has no ONNX translation") from e
+            raise
     return {"inputs": input_names, "outputs": output_names}
