@@ -12,6 +12,7 @@ from torch import Tensor
 
 from exportable_loss._dispatch import BACKENDS, eager
 from exportable_loss._numerics import autocast_float32
+from exportable_loss._reduction import REDUCTIONS
 
 
 def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
@@ -86,6 +87,17 @@ def check_reduction_args(
         check_device("normalizer", normalizer, input)
 
 
+def check_class_weight(weight: Optional[Tensor], num_classes: int, input: Tensor, classes_of: str) -> None:
+    """Class weights: one per class (``classes_of`` says of what), on the input's device."""
+    if weight is not None:
+        check_device("weight", weight, input)
+        if tuple(weight.shape) != (num_classes,):
+            raise ValueError(
+                f"weight must have shape ({num_classes},), one weight per class of {classes_of}; "
+                f"got {tuple(weight.shape)}"
+            )
+
+
 def check_class_target(input: Tensor, target: Tensor, weight: Optional[Tensor]) -> bool:
     """Checks a cross entropy / NLL pair; returns True for class-probability targets."""
     if input.dim() == 0:
@@ -94,13 +106,7 @@ def check_class_target(input: Tensor, target: Tensor, weight: Optional[Tensor]) 
     check_device("target", target, input)
     class_dim = 0 if input.dim() == 1 else 1
     num_classes = input.shape[class_dim]
-    if weight is not None:
-        check_device("weight", weight, input)
-        if tuple(weight.shape) != (num_classes,):
-            raise ValueError(
-                f"weight must have shape ({num_classes},), one weight per class of input "
-                f"{tuple(input.shape)}; got {tuple(weight.shape)}"
-            )
+    check_class_weight(weight, num_classes, input, f"input {tuple(input.shape)}")
     if target.is_floating_point():
         if target.shape != input.shape:
             raise ValueError(
@@ -117,6 +123,48 @@ def check_class_target(input: Tensor, target: Tensor, weight: Optional[Tensor]) 
             f"got target {tuple(target.shape)}"
         )
     return False
+
+
+def check_linear_cross_entropy(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    linear_bias: Optional[Tensor],
+    chunk_size: Optional[int],
+) -> None:
+    """Hidden states, classifier, bias and target of a linear cross entropy (metadata only)."""
+    check_floating("input", input)
+    check_floating("linear_weight", linear_weight)
+    if linear_weight.dim() != 2:
+        raise ValueError(f"linear_weight must have shape (C, H); got {tuple(linear_weight.shape)}")
+    if input.dim() == 0 or input.shape[-1] != linear_weight.shape[1]:
+        raise ValueError(
+            f"input must have shape (..., H) with H = linear_weight.shape[1] = {linear_weight.shape[1]}; "
+            f"got input {tuple(input.shape)}"
+        )
+    if input.dtype != linear_weight.dtype:
+        raise ValueError(f"input and linear_weight must have one dtype; got {input.dtype} and {linear_weight.dtype}")
+    check_device("linear_weight", linear_weight, input)
+    if linear_bias is not None:
+        check_device("linear_bias", linear_bias, input)
+        if tuple(linear_bias.shape) != (linear_weight.shape[0],):
+            raise ValueError(
+                f"linear_bias must have shape ({linear_weight.shape[0]},), one per class; "
+                f"got {tuple(linear_bias.shape)}"
+            )
+    check_chunk_size(chunk_size)
+    if target.is_floating_point():
+        positions = list(input.shape[:-1])
+        expected = tuple(positions[:1] + [linear_weight.shape[0]] + positions[1:])
+        kind = "class-probability target (class dimension at position 1)"
+    else:
+        expected = tuple(input.shape[:-1])
+        kind = "class-index target"
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"{kind} must have shape {expected} for input {tuple(input.shape)} and linear_weight "
+            f"{tuple(linear_weight.shape)}; got target {tuple(target.shape)}"
+        )
 
 
 def validate_class_indices(target: Tensor, num_classes: int, ignore_index: int) -> None:
@@ -187,6 +235,39 @@ def prepare_pointwise(
     check_same_shapes(["input", "target"], [input, target])
     check_reduction_args(reduction, input, input.dim() > 0, sample_weight, normalizer, choices)
     check_backend(backend)
+    input, target = autocast_float32([input, target])
+    return input, target
+
+
+def prepare_class(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    ignore_index: int,
+    reduction: str,
+    sample_weight: Optional[Tensor],
+    normalizer: Optional[Tensor],
+    validate: bool,
+    backend: str,
+    num_classes: Optional[int] = None,
+) -> Tuple[Tensor, Tensor]:
+    """Checks for cross entropy and NLL (``validate``: the class indices and weights' values too).
+
+    ``num_classes``: the whole vocabulary where ``input`` holds a shard of it; the class weights
+    and the valid class indices are the vocabulary's.
+    """
+    sharded = num_classes is not None
+    probabilities = check_class_target(input, target, None if sharded else weight)
+    if num_classes is None:
+        num_classes = input.shape[0 if input.dim() == 1 else 1]
+    else:
+        check_class_weight(weight, num_classes, input, f"the vocabulary ({num_classes} classes)")
+    check_reduction_args(reduction, input, input.dim() > 1, sample_weight, normalizer, REDUCTIONS)
+    check_backend(backend)
+    if validate and not probabilities:
+        validate_class_indices(target, num_classes, ignore_index)
+        validate_finite("weight", weight)
+        validate_finite("sample_weight", sample_weight)
     input, target = autocast_float32([input, target])
     return input, target
 

@@ -14,33 +14,11 @@ from torch import Tensor, nn
 from exportable_loss import _checks
 from exportable_loss._base import _Loss
 from exportable_loss._dispatch import use_triton
-from exportable_loss._numerics import autocast_float32
 from exportable_loss._ops.cross_entropy import fused_cross_entropy
-from exportable_loss._reduction import DENOMINATOR_DTYPE, REDUCTIONS, mean_denominator, reduce_loss
+from exportable_loss._reduction import DENOMINATOR_DTYPE, mean_denominator, reduce_loss
 from exportable_loss._registry import EXAMPLE_CLASSES, declare, example_class_indices
 from exportable_loss._targets import class_terms, counted_targets
-
-
-def _class_prologue(
-    input: Tensor,
-    target: Tensor,
-    weight: Optional[Tensor],
-    ignore_index: int,
-    reduction: str,
-    sample_weight: Optional[Tensor],
-    normalizer: Optional[Tensor],
-    validate: bool,
-    backend: str,
-) -> Tuple[Tensor, Tensor]:
-    probabilities = _checks.check_class_target(input, target, weight)
-    _checks.check_reduction_args(reduction, input, input.dim() > 1, sample_weight, normalizer, REDUCTIONS)
-    _checks.check_backend(backend)
-    if validate and not probabilities:
-        _checks.validate_class_indices(target, input.shape[0 if input.dim() == 1 else 1], ignore_index)
-        _checks.validate_finite("weight", weight)
-        _checks.validate_finite("sample_weight", sample_weight)
-    input, target = autocast_float32([input, target])
-    return input, target
+from exportable_loss._vocab_parallel import dtensor_cross_entropy, is_dtensor
 
 
 def cross_entropy(
@@ -95,7 +73,12 @@ def cross_entropy(
         tensor(0.2413)
     """
     if not torch.jit.is_scripting():
-        input, target = _class_prologue(
+        if is_dtensor(input):  # logits sharded over the classes: the vocabulary-parallel loss
+            return dtensor_cross_entropy(
+                input, target, weight, ignore_index, reduction, label_smoothing, sample_weight, normalizer,
+                z_loss, logit_softcap, validate, backend,
+            )  # fmt: skip
+        input, target = _checks.prepare_class(
             input, target, weight, ignore_index, reduction, sample_weight, normalizer, validate, backend
         )
     if use_triton(backend, input):
@@ -189,7 +172,7 @@ def nll_loss(
     if not torch.jit.is_scripting():
         if target.is_floating_point():
             raise ValueError(f"target must hold integer class indices; got dtype {target.dtype}")
-        input, target = _class_prologue(
+        input, target = _checks.prepare_class(
             input, target, weight, ignore_index, reduction, sample_weight, normalizer, validate, backend
         )
     loss, valid, target_weight = class_terms(input, target, weight, ignore_index)

@@ -18,14 +18,27 @@ exactly the single-process gradient of the full step's mean. Nothing leaves the 
 ``.item()``, no host synchronisation.
 """
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from exportable_loss._classification import CrossEntropyLoss
+from exportable_loss._linear_ce import FusedLinearCrossEntropyLoss
 from exportable_loss._reduction import DENOMINATOR_DTYPE
 from exportable_loss._registry import spec_of
+from exportable_loss._vocab_parallel import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
+
+__all__ = [
+    "denominator",
+    "step_normalizer",
+    "logged_loss",
+    "VocabParallelCrossEntropyLoss",
+    "VocabParallelLinearCrossEntropyLoss",
+    "vocab_parallel_cross_entropy",
+    "vocab_parallel_linear_cross_entropy",
+]
 
 
 def denominator(
@@ -141,3 +154,104 @@ def logged_loss(
         if average_across_ranks:
             total = total / dist.get_world_size(process_group)
     return total
+
+
+# ---------------------------------------------------------------- vocabulary parallelism
+
+
+class VocabParallelCrossEntropyLoss(CrossEntropyLoss):
+    """:class:`~exportable_loss.CrossEntropyLoss` of logits sharded over the vocabulary across
+    ``process_group`` (tensor parallelism): rank ``r`` of ``P`` passes the logits of the classes
+    ``[r * V_local, (r + 1) * V_local)``; targets (class indices) and ``weight`` are those of
+    the whole vocabulary. Every rank gets the loss of the whole logits, and its slice of their
+    gradient. See :func:`vocab_parallel_cross_entropy`.
+
+    Takes ``process_group`` (default: the world) and every option of ``CrossEntropyLoss`` but
+    ``inplace_backward``; ``forward(input, target, sample_weight=None, normalizer=None)``. Its
+    ``"mean"`` divides by what ``CrossEntropyLoss``'s does, so :func:`denominator` and
+    :func:`step_normalizer` take it as they take that one.
+
+    Example:
+        >>> loss = VocabParallelCrossEntropyLoss(label_smoothing=0.1)  # one process: every class
+        >>> loss(torch.tensor([[2.0, 0.5, -1.0]]), torch.tensor([0]))
+        tensor(0.3913)
+    """
+
+    def __init__(self, process_group: Optional[dist.ProcessGroup] = None, **options: Any) -> None:
+        if options.get("inplace_backward"):
+            raise ValueError("inplace_backward is not supported by VocabParallelCrossEntropyLoss; got True")
+        super().__init__(**options)
+        self.process_group = process_group
+
+    def forward(
+        self,
+        input: Tensor,
+        target: Tensor,
+        sample_weight: Optional[Tensor] = None,
+        normalizer: Optional[Tensor] = None,
+    ) -> Tensor:
+        return vocab_parallel_cross_entropy(
+            input,
+            target,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+            sample_weight=sample_weight,
+            normalizer=normalizer,
+            z_loss=self.z_loss,
+            logit_softcap=self.logit_softcap,
+            validate=self.validate,
+            backend=self.backend,
+            process_group=self.process_group,
+        )
+
+
+class VocabParallelLinearCrossEntropyLoss(FusedLinearCrossEntropyLoss):
+    """:class:`~exportable_loss.FusedLinearCrossEntropyLoss` with the classifier sharded over the
+    vocabulary across ``process_group``: rank ``r`` of ``P`` passes the whole hidden states and the
+    classifier rows (and bias) of the classes ``[r * V_local, (r + 1) * V_local)``. Every rank gets
+    the loss of the whole classifier, its slices of the classifier's and bias's gradients, and the
+    whole hidden states' gradient (summed over the ranks in the backward). See
+    :func:`vocab_parallel_linear_cross_entropy`.
+
+    Takes ``process_group`` (default: the world) and every option of
+    ``FusedLinearCrossEntropyLoss``; ``forward(input, linear_weight, target, linear_bias=None,
+    sample_weight=None, normalizer=None)``.
+
+    Example:
+        >>> loss = VocabParallelLinearCrossEntropyLoss(reduction="sum")  # one process
+        >>> loss(torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([1]))
+        tensor(2.1269)
+    """
+
+    def __init__(self, process_group: Optional[dist.ProcessGroup] = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.process_group = process_group
+
+    def forward(
+        self,
+        input: Tensor,
+        linear_weight: Tensor,
+        target: Tensor,
+        linear_bias: Optional[Tensor] = None,
+        sample_weight: Optional[Tensor] = None,
+        normalizer: Optional[Tensor] = None,
+    ) -> Tensor:
+        return vocab_parallel_linear_cross_entropy(
+            input,
+            linear_weight,
+            target,
+            linear_bias=linear_bias,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+            sample_weight=sample_weight,
+            normalizer=normalizer,
+            z_loss=self.z_loss,
+            logit_softcap=self.logit_softcap,
+            chunk_size=self.chunk_size,
+            backend=self.backend,
+            process_group=self.process_group,
+        )
