@@ -96,6 +96,25 @@ def _sum_over_ranks(local: Tensor, group: Optional["dist.ProcessGroup"]) -> Tens
     return local if group is None else _SumOverRanks.apply(local, group)
 
 
+def all_reduce_gradient(input: Tensor, process_group: Optional["dist.ProcessGroup"] = None) -> Tensor:
+    """``input`` itself, whose gradient is summed over the ranks in the backward.
+
+    For a tensor every rank holds whole that enters each rank's shard of the vocabulary: the hidden
+    states before this rank's rows of the output layer, when the logits are computed outside the
+    loss (Megatron-LM's "copy to tensor-parallel region"). ``VocabParallelLinearCrossEntropyLoss``
+    does it itself.
+
+    Example:
+        >>> hidden = torch.ones(2, 3, requires_grad=True)
+        >>> all_reduce_gradient(hidden).sum().backward()  # one process: the gradient as it is
+        >>> hidden.grad
+        tensor([[1., 1., 1.],
+                [1., 1., 1.]])
+    """
+    group = _group(process_group)
+    return input if group is None else _SumGradientOverRanks.apply(input, group)
+
+
 # ---------------------------------------------------------------- the loss from the statistics
 
 
@@ -312,8 +331,7 @@ def vocab_parallel_linear_cross_entropy(
         _checks.check_class_weight(weight, num_classes, input, f"the vocabulary ({num_classes} classes)")
         _checks.check_reduction_args(reduction, input, input.dim() > 1, sample_weight, normalizer, REDUCTIONS)
         _checks.check_backend(backend)
-    if group is not None:
-        input = _SumGradientOverRanks.apply(input, group)
+    input = all_reduce_gradient(input, group)
     if not chunked_linear(input, target):
         logits = F.linear(input, linear_weight, linear_bias)
         if logits.dim() > 2:  # the class dimension to position 1 (a view)

@@ -28,7 +28,11 @@ from exportable_loss._classification import CrossEntropyLoss
 from exportable_loss._linear_ce import FusedLinearCrossEntropyLoss
 from exportable_loss._reduction import DENOMINATOR_DTYPE
 from exportable_loss._registry import spec_of
-from exportable_loss._vocab_parallel import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
+from exportable_loss._vocab_parallel import (
+    all_reduce_gradient,
+    vocab_parallel_cross_entropy,
+    vocab_parallel_linear_cross_entropy,
+)
 
 __all__ = [
     "denominator",
@@ -38,6 +42,7 @@ __all__ = [
     "VocabParallelLinearCrossEntropyLoss",
     "vocab_parallel_cross_entropy",
     "vocab_parallel_linear_cross_entropy",
+    "all_reduce_gradient",
 ]
 
 
