@@ -1,5 +1,6 @@
-"""Class-index targets: which positions count, their class weights, and the NLL gathered at
-them. Shared by cross entropy, NLL, the fused ops, distillation and the distributed denominator."""
+"""Class-index targets: which positions count, their class weights, the NLL gathered at them, and
+the causal language model's shift. Shared by cross entropy, NLL, the fused ops, distillation and
+the distributed denominator."""
 
 from typing import Optional, Tuple
 
@@ -46,3 +47,19 @@ def class_terms(
         nll = nll * target_weight
     nll = torch.where(in_range | ~valid, nll, torch.full_like(nll, float("nan")))
     return nll, valid, target_weight
+
+
+def shift_labels(labels: Tensor, ignore_index: int = -100) -> Tensor:
+    """The targets of a causal language model: position ``t`` predicts ``labels[..., t + 1]``.
+
+    Returns ``labels`` shifted left by one along the last dimension, the last position set to
+    ``ignore_index``, as Hugging Face's ``ForCausalLMLoss`` does: the logits stay as they are (no
+    copy of the largest tensor), the last position does not count. Shift per-position sample
+    weights the same way with ``ignore_index=0``.
+
+    Example:
+        >>> shift_labels(torch.tensor([[5, 6, 7, -100]]))
+        tensor([[   6,    7, -100, -100]])
+    """
+    end = torch.full_like(labels[..., :1], ignore_index)
+    return torch.cat([labels[..., 1:], end], -1)
