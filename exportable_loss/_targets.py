@@ -57,7 +57,7 @@ def shift_labels(labels: Tensor, ignore_index: int = -100) -> Tensor:
     copy of the largest tensor), the last position does not count. Shift per-position sample
     weights the same way with ``ignore_index=0``.
 
-    Example:
+    Examples:
         >>> shift_labels(torch.tensor([[5, 6, 7, -100]]))
         tensor([[   6,    7, -100, -100]])
     """

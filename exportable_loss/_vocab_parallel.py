@@ -1,17 +1,17 @@
 """Cross entropy over a vocabulary sharded across the ranks of a process group (tensor parallelism).
 
 Rank ``r`` of ``P`` holds the classes ``[r * V_local, (r + 1) * V_local)``: their logits
-(:func:`vocab_parallel_cross_entropy`), or their classifier rows with the hidden states whole
-(:func:`vocab_parallel_linear_cross_entropy`). Each rank reduces its shard to three statistics per
-position (:func:`exportable_loss._ops.vocab_parallel.local_statistics`); two all-reduces of
+(`vocab_parallel_cross_entropy`), or their classifier rows with the hidden states whole
+(`vocab_parallel_linear_cross_entropy`). Each rank reduces its shard to three statistics per
+position (`_ops.vocab_parallel.local_statistics`); two all-reduces of
 position-sized tensors combine them, the maximum logit (MAX) and the three sums stacked (SUM), and
-every position's loss follows from the combined statistics (:func:`_position_loss`), the same on
+every position's loss follows from the combined statistics (`_position_loss`), the same on
 every rank, then the shared reduction. No logits cross the network and nothing waits on the host.
 
-The sums enter autograd through :class:`_SumOverRanks`, whose backward is the identity: each rank
+The sums enter autograd through `_SumOverRanks`, whose backward is the identity: each rank
 differentiates the (replicated) loss through its own statistics only, which is exactly its slice
 of the full gradient. The hidden states of the linear form, whole on every rank, pass through
-:class:`_SumGradientOverRanks`, which sums their gradient over the ranks (as Megatron-LM's "copy to
+`_SumGradientOverRanks`, which sums their gradient over the ranks (as Megatron-LM's "copy to
 tensor-parallel region" does). Under ``torch.compile`` the collectives are
 ``torch.distributed._functional_collectives``, which it traces; in eager mode c10d's. Without an
 initialised process group there is one rank.
@@ -104,7 +104,14 @@ def all_reduce_gradient(input: Tensor, process_group: Optional["dist.ProcessGrou
     loss (Megatron-LM's "copy to tensor-parallel region"). ``VocabParallelLinearCrossEntropyLoss``
     does it itself.
 
-    Example:
+    Args:
+        input: the tensor, whole on every rank.
+        process_group: the ranks (default: the world; one process: ``input`` as it is).
+
+    Returns:
+        ``input`` (a view of it), whose gradient is summed over the ranks.
+
+    Examples:
         >>> hidden = torch.ones(2, 3, requires_grad=True)
         >>> all_reduce_gradient(hidden).sum().backward()  # one process: the gradient as it is
         >>> hidden.grad
@@ -218,7 +225,7 @@ def vocab_parallel_cross_entropy(
     Rank ``r`` of ``P`` holds the logits of the classes ``[r * V_local, (r + 1) * V_local)`` (pad
     the vocabulary to a multiple of ``P``; a padded class that is never a target changes nothing
     if its logit is ``-inf``). The result is the same on every rank: that of
-    :func:`exportable_loss.functional.cross_entropy` on the whole logits with the same options,
+    [cross_entropy][exportable_loss.functional.cross_entropy] on the whole logits with the same options,
     and each rank's gradient is its slice of the whole gradient. Communication: two all-reduces
     of position-sized tensors (a MAX, then three sums stacked); no host synchronisation.
 
@@ -242,7 +249,7 @@ def vocab_parallel_cross_entropy(
     Returns:
         The loss in ``input``'s dtype, shaped as ``cross_entropy``'s.
 
-    Example:
+    Examples:
         >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])  # one process: every class
         >>> vocab_parallel_cross_entropy(logits, torch.tensor([0, 2]))
         tensor(0.1755)
@@ -287,7 +294,7 @@ def vocab_parallel_linear_cross_entropy(
 
     Rank ``r`` of ``P`` holds the classifier rows (and bias) of the classes ``[r * V_local, (r +
     1) * V_local)``; every rank holds the whole hidden states. The result is the same on every
-    rank: that of :func:`exportable_loss.functional.linear_cross_entropy` with the whole
+    rank: that of [linear_cross_entropy][exportable_loss.functional.linear_cross_entropy] with the whole
     classifier. Each rank's classifier and bias gradients are its slices of the whole gradients;
     the hidden states' gradient is summed over the ranks in the backward (one all-reduce of
     ``input``'s size), so every rank holds the whole of it: do not all-reduce it again.
@@ -311,12 +318,13 @@ def vocab_parallel_linear_cross_entropy(
         logit_softcap: as ``linear_cross_entropy``'s.
         chunk_size: rows of hidden states per chunk; ``None`` picks one automatically.
         backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs the PyTorch code.
-        process_group: as :func:`vocab_parallel_cross_entropy`'s.
+        process_group: the ranks the vocabulary is sharded over (default: the world; one process
+            without an initialised process group).
 
     Returns:
         The loss in ``input``'s dtype, shaped as ``linear_cross_entropy``'s.
 
-    Example:
+    Examples:
         >>> hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
         >>> classifier = torch.tensor([[2.0, 0.0], [0.0, 1.0], [-1.0, 1.0]])  # one process
         >>> vocab_parallel_linear_cross_entropy(hidden, classifier, torch.tensor([0, 2, -100]))
@@ -397,7 +405,7 @@ def dtensor_cross_entropy(
     backend: str,
 ) -> Tensor:
     """``cross_entropy`` of a DTensor sharded on its class dimension over a 1-D device mesh:
-    :func:`vocab_parallel_cross_entropy` on the local shards (a plain tensor, the same on every rank).
+    `vocab_parallel_cross_entropy` on the local shards (a plain tensor, the same on every rank).
 
     Uneven shards follow DTensor's layout (``torch.chunk``'s: every shard but the last holds
     ``ceil(V / P)`` classes). ``target`` and ``sample_weight`` may be plain tensors or DTensors,

@@ -165,18 +165,26 @@ def logged_loss(
 
 
 class VocabParallelCrossEntropyLoss(CrossEntropyLoss):
-    """:class:`~exportable_loss.CrossEntropyLoss` of logits sharded over the vocabulary across
-    ``process_group`` (tensor parallelism): rank ``r`` of ``P`` passes the logits of the classes
-    ``[r * V_local, (r + 1) * V_local)``; targets (class indices) and ``weight`` are those of
-    the whole vocabulary. Every rank gets the loss of the whole logits, and its slice of their
-    gradient. See :func:`vocab_parallel_cross_entropy`.
+    """[CrossEntropyLoss][exportable_loss.losses.CrossEntropyLoss] of logits sharded over the
+    vocabulary across the ranks of ``process_group`` (tensor parallelism).
 
-    Takes ``process_group`` (default: the world) and every option of ``CrossEntropyLoss`` but
-    ``inplace_backward``; ``forward(input, target, sample_weight=None, normalizer=None)``. Its
-    ``"mean"`` divides by what ``CrossEntropyLoss``'s does, so :func:`denominator` and
-    :func:`step_normalizer` take it as they take that one.
+    Rank ``r`` of ``P`` passes the logits of the classes ``[r * V_local, (r + 1) * V_local)``;
+    targets (class indices) and ``weight`` are those of the whole vocabulary. Every rank gets the
+    loss of the whole logits and its slice of their gradient; the functional twin is
+    [vocab_parallel_cross_entropy][exportable_loss.distributed.vocab_parallel_cross_entropy].
+    Where the logits come from hidden states every rank holds whole, pass those through
+    [all_reduce_gradient][exportable_loss.distributed.all_reduce_gradient] first. Its ``"mean"``
+    divides by what ``CrossEntropyLoss``'s does: [denominator][exportable_loss.distributed.denominator]
+    and [step_normalizer][exportable_loss.distributed.step_normalizer] take it as they take that one.
 
-    Example:
+    Args:
+        process_group: the ranks the vocabulary is sharded over (default: the world; a single
+            process without an initialised process group).
+        **options: every option of ``CrossEntropyLoss`` (``weight`` of the whole vocabulary,
+            ``ignore_index``, ``reduction``, ``label_smoothing``, ``z_loss``, ``logit_softcap``,
+            ``validate``, ``backend``) but ``inplace_backward``.
+
+    Examples:
         >>> loss = VocabParallelCrossEntropyLoss(label_smoothing=0.1)  # one process: every class
         >>> loss(torch.tensor([[2.0, 0.5, -1.0]]), torch.tensor([0]))
         tensor(0.3913)
@@ -195,6 +203,19 @@ class VocabParallelCrossEntropyLoss(CrossEntropyLoss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of this rank's logits ``input`` against ``target``.
+
+        Args:
+            input: this rank's logits ``(V_local,)``, ``(N, V_local)`` or ``(N, V_local, d1, ..., dk)``.
+            target: class indices of the whole vocabulary, the same on every rank; or class
+                probabilities of this rank's classes (``input``'s shape).
+            sample_weight: optional ``(N,)`` weights, one per sample.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``.
+
+        Returns:
+            The loss of the whole vocabulary, the same on every rank, shaped as
+            ``CrossEntropyLoss``'s.
+        """
         return vocab_parallel_cross_entropy(
             input,
             target,
@@ -213,18 +234,23 @@ class VocabParallelCrossEntropyLoss(CrossEntropyLoss):
 
 
 class VocabParallelLinearCrossEntropyLoss(FusedLinearCrossEntropyLoss):
-    """:class:`~exportable_loss.FusedLinearCrossEntropyLoss` with the classifier sharded over the
-    vocabulary across ``process_group``: rank ``r`` of ``P`` passes the whole hidden states and the
-    classifier rows (and bias) of the classes ``[r * V_local, (r + 1) * V_local)``. Every rank gets
-    the loss of the whole classifier, its slices of the classifier's and bias's gradients, and the
-    whole hidden states' gradient (summed over the ranks in the backward). See
-    :func:`vocab_parallel_linear_cross_entropy`.
+    """[FusedLinearCrossEntropyLoss][exportable_loss.losses.FusedLinearCrossEntropyLoss] with the
+    classifier sharded over the vocabulary across the ranks of ``process_group``.
 
-    Takes ``process_group`` (default: the world) and every option of
-    ``FusedLinearCrossEntropyLoss``; ``forward(input, linear_weight, target, linear_bias=None,
-    sample_weight=None, normalizer=None)``.
+    Rank ``r`` of ``P`` passes the whole hidden states and the classifier rows (and bias) of the
+    classes ``[r * V_local, (r + 1) * V_local)``. Every rank gets the loss of the whole
+    classifier, its slices of the classifier's and bias's gradients, and the whole hidden states'
+    gradient (summed over the ranks in the backward). The functional twin is
+    [vocab_parallel_linear_cross_entropy][exportable_loss.distributed.vocab_parallel_linear_cross_entropy].
 
-    Example:
+    Args:
+        process_group: the ranks the vocabulary is sharded over (default: the world; a single
+            process without an initialised process group).
+        **options: every option of ``FusedLinearCrossEntropyLoss`` (``weight`` of the whole
+            vocabulary, ``ignore_index``, ``reduction``, ``label_smoothing``, ``z_loss``,
+            ``logit_softcap``, ``chunk_size``, ``backend``).
+
+    Examples:
         >>> loss = VocabParallelLinearCrossEntropyLoss(reduction="sum")  # one process
         >>> loss(torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([1]))
         tensor(2.1269)
@@ -243,6 +269,21 @@ class VocabParallelLinearCrossEntropyLoss(FusedLinearCrossEntropyLoss):
         sample_weight: Optional[Tensor] = None,
         normalizer: Optional[Tensor] = None,
     ) -> Tensor:
+        """The loss of ``input @ linear_weight.T + linear_bias`` against ``target``.
+
+        Args:
+            input: hidden states ``(H,)``, ``(N, H)`` or ``(N, d1, ..., dk, H)``, the same on every rank.
+            linear_weight: this rank's classifier rows ``(V_local, H)``.
+            target: class indices of the whole vocabulary, the same on every rank; or class
+                probabilities of this rank's classes (class dimension at position 1).
+            linear_bias: optional ``(V_local,)`` bias of this rank's classes.
+            sample_weight: optional ``(N,)`` weights, one per sample.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``.
+
+        Returns:
+            The loss of the whole vocabulary, the same on every rank, shaped as
+            ``FusedLinearCrossEntropyLoss``'s.
+        """
         return vocab_parallel_linear_cross_entropy(
             input,
             linear_weight,

@@ -2,7 +2,7 @@
 ``VocabParallelLinearCrossEntropyLoss``.
 
 A rank that holds the classes ``[class_offset, class_offset + V_local)`` reduces its logits ``z`` of
-each position to three numbers (:func:`local_statistics`), all the ranks need to know of its shard:
+each position to three numbers (`local_statistics`), all the ranks need to know of its shard:
 for class-index targets the log-sum-exp of the shard, the target's logit where the shard holds the
 target (0 elsewhere), and ``sum_c w_c z_c`` (label smoothing only); for class-probability targets
 (this shard's columns) the log-sum-exp, ``sum_c q_c w_c z_c`` and ``sum_c q_c w_c``, ``q`` smoothed.
@@ -10,7 +10,7 @@ target (0 elsewhere), and ``sum_c w_c z_c`` (label smoothing only); for class-pr
 
 The op computes the statistics of ``input @ linear_weight.T + linear_bias`` ``chunk_size`` rows at a
 time, so the ``(M, V_local)`` logits never exist; its backward recomputes each chunk's logits and
-turns the gradients of the statistics (:func:`statistics_grad`) into those of the hidden states,
+turns the gradients of the statistics (`statistics_grad`) into those of the hidden states,
 the classifier rows and the bias.
 """
 
@@ -87,7 +87,7 @@ def statistics_grad(
     grads: Tensor,
 ) -> Tensor:
     """Gradient with respect to ``(r, V_local)`` logits ``z`` of ``sum_k grads[k] . statistic_k``
-    (the statistics of :func:`local_statistics` with the log-sum-exp first), in ``z``'s memory.
+    (the statistics of `local_statistics` with the log-sum-exp first), in ``z``'s memory.
     A row whose log-sum-exp gradient is 0 gets none of its softmax (no NaN from its logits)."""
     g_lse, g_1, g_2 = grads.to(z.dtype).unbind(0)
     p = z.sub_(log_sum_exp.to(z.dtype).unsqueeze(1)).exp_()

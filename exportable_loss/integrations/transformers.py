@@ -2,13 +2,14 @@
 
 Two ways in, for a causal language model (``LlamaForCausalLM`` and its kin):
 
-- :func:`ForCausalLMLoss`, transformers' own signature and results, assigned as
-  ``model.loss_function = ForCausalLMLoss``: the model still computes its logits, this library's
-  cross entropy scores them.
-- :class:`FusedCausalLMLoss`, a ``compute_loss_func`` for ``Trainer``: the model computes its
-  hidden states and the logits of its last position only; the loss is
-  :class:`~exportable_loss.FusedLinearCrossEntropyLoss` on the final hidden states and the
-  output layer, so the ``(batch, tokens, vocabulary)`` logits never exist.
+- [ForCausalLMLoss][exportable_loss.integrations.transformers.ForCausalLMLoss], transformers' own
+  signature and results, assigned as ``model.loss_function = ForCausalLMLoss``: the model still
+  computes its logits, this library's cross entropy scores them.
+- [FusedCausalLMLoss][exportable_loss.integrations.transformers.FusedCausalLMLoss], a
+  ``compute_loss_func`` for ``Trainer``: the model computes its hidden states and the logits of
+  its last position only; the loss is
+  [FusedLinearCrossEntropyLoss][exportable_loss.losses.FusedLinearCrossEntropyLoss] on the final
+  hidden states and the output layer, so the ``(batch, tokens, vocabulary)`` logits never exist.
 
 Both divide by ``num_items_in_batch`` when ``Trainer`` passes it (the counted tokens of the whole
 accumulated step, over every device), so gradient accumulation gives the gradient of the step's
@@ -65,7 +66,7 @@ def ForCausalLMLoss(  # noqa: N802 (transformers' name)
     Returns:
         The 0-dim float32 loss.
 
-    Example:
+    Examples:
         >>> logits = torch.tensor([[[0.0, 2.0, 0.0], [0.0, 0.0, 2.0], [2.0, 0.0, 0.0]]])
         >>> ForCausalLMLoss(logits, torch.tensor([[0, 1, 2]]), vocab_size=3)  # position t predicts t + 1
         tensor(0.2395)
@@ -88,7 +89,7 @@ class FusedCausalLMLoss:
     ``FusedCausalLMLoss(model)`` registers a forward pre-hook on ``model`` that asks for its
     hidden states and, while training, for the logits of its last position only
     (``logits_to_keep=1``); called by ``Trainer`` with the model's outputs and labels, it returns
-    :class:`~exportable_loss.FusedLinearCrossEntropyLoss` of the final hidden states and the
+    [FusedLinearCrossEntropyLoss][exportable_loss.losses.FusedLinearCrossEntropyLoss] of the final hidden states and the
     model's output layer, labels shifted as transformers shifts them, divided by
     ``num_items_in_batch``: the loss and gradients of transformers' default loss, without the
     ``(batch, tokens, vocabulary)`` logits. A soft-capped output layer
@@ -104,7 +105,7 @@ class FusedCausalLMLoss:
         ValueError: the model does not take ``logits_to_keep``, or scales its logits
             (``config.logit_scale`` or ``config.logits_scaling`` other than 1).
 
-    Call :meth:`remove` to take the hook off the model.
+    Call `remove()` to take the hook off the model.
     """
 
     def __init__(self, model: nn.Module, **options: Any) -> None:
