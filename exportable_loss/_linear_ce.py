@@ -8,7 +8,7 @@ from torch import Tensor
 
 from exportable_loss import _checks
 from exportable_loss._base import _Loss
-from exportable_loss._classification import class_denominator, cross_entropy
+from exportable_loss._classification import class_denominator, class_positions, cross_entropy
 from exportable_loss._dispatch import chunked_linear
 from exportable_loss._ops.linear_cross_entropy import fused_linear_cross_entropy
 from exportable_loss._reduction import REDUCTIONS
@@ -77,7 +77,9 @@ def linear_cross_entropy(
     """
     if not torch.jit.is_scripting():
         _checks.check_linear_cross_entropy(input, linear_weight, target, linear_bias, chunk_size)
-        _checks.check_reduction_args(reduction, input, input.dim() > 1, sample_weight, normalizer, REDUCTIONS)
+        _checks.check_reduction_args(
+            reduction, input, input.dim() > 1, sample_weight, normalizer, REDUCTIONS, input.shape[:-1]
+        )
         _checks.check_backend(backend)
     if not chunked_linear(input, target):
         logits = F.linear(input, linear_weight, linear_bias)
@@ -131,6 +133,7 @@ def _example(n: int, g: torch.Generator) -> Tuple[Tensor, ...]:
     name="linear_cross_entropy",
     function=linear_cross_entropy,
     denominator=class_denominator,
+    positions=class_positions,
     kernel="cross_entropy",
     example=_example,
     example_options=(("label_smoothing", 0.1), ("chunk_size", 4)),

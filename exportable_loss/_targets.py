@@ -8,6 +8,14 @@ import torch
 from torch import Tensor
 
 
+def class_dimension(input_dim: int, class_dim: int) -> int:
+    """The class dimension of logits with ``input_dim`` dimensions: 0 unbatched, else
+    ``class_dim`` (1, or -1 for classes last) as a non-negative index."""
+    if input_dim == 1:
+        return 0
+    return 1 if class_dim == 1 else input_dim - 1
+
+
 def counted_targets(
     target: Tensor, weight: Optional[Tensor], ignore_index: int, num_classes: int
 ) -> Tuple[Tensor, Tensor, Tensor, Optional[Tensor]]:
@@ -29,14 +37,15 @@ def counted_targets(
 
 
 def class_terms(
-    logp: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int
+    logp: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int, class_dim: int = 1
 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-    """NLL at class-index targets: (class-weighted nll, counted-position mask, target weights).
+    """NLL at class-index targets: (class-weighted nll, counted-position mask, target weights),
+    the classes of ``logp`` at ``class_dim`` (1 or -1).
 
     An index outside [0, C) that is not ignore_index gives NaN: never an out-of-bounds read or
     a device-side assert.
     """
-    class_dim = 0 if logp.dim() == 1 else 1
+    class_dim = class_dimension(logp.dim(), class_dim)
     num_classes = logp.shape[class_dim]
     target = target.long()
     if weight is not None:

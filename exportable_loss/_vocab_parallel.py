@@ -29,7 +29,7 @@ from exportable_loss._dispatch import chunked_linear
 from exportable_loss._numerics import accumulation_dtype
 from exportable_loss._ops.vocab_parallel import local_statistics, vocab_parallel_linear_statistics
 from exportable_loss._reduction import REDUCTIONS, reduce_loss
-from exportable_loss._targets import counted_targets
+from exportable_loss._targets import class_dimension, counted_targets
 
 # ---------------------------------------------------------------- the group and its collectives
 
@@ -218,6 +218,7 @@ def vocab_parallel_cross_entropy(
     logit_softcap: Optional[float] = None,
     validate: bool = False,
     backend: str = "torch",
+    class_dim: int = 1,
     process_group: Optional["dist.ProcessGroup"] = None,
 ) -> Tensor:
     """Cross entropy of logits sharded over the vocabulary across ``process_group``.
@@ -230,7 +231,8 @@ def vocab_parallel_cross_entropy(
     of position-sized tensors (a MAX, then three sums stacked); no host synchronisation.
 
     Args:
-        input: this rank's logits ``(V_local,)``, ``(N, V_local)`` or ``(N, V_local, d1, ..., dk)``.
+        input: this rank's logits ``(V_local,)``, ``(N, V_local)`` or ``(N, V_local, d1, ..., dk)``;
+            with ``class_dim=-1`` ``(N, d1, ..., dk, V_local)``.
         target: class indices of the whole vocabulary, the same on every rank, shaped as for
             ``cross_entropy``; or class probabilities of this rank's classes (``input``'s shape).
         weight: optional ``(V,)`` class weights of the whole vocabulary, the same on every rank.
@@ -243,6 +245,7 @@ def vocab_parallel_cross_entropy(
         logit_softcap: as ``cross_entropy``'s.
         validate: check every class index against the whole vocabulary in eager mode (synchronises).
         backend: ``"torch"``, ``"triton"`` or ``"auto"``; every backend runs the PyTorch code.
+        class_dim: where the classes are: 1 or -1 (last).
         process_group: the ranks the vocabulary is sharded over (default: the world; one process
             without an initialised process group).
 
@@ -256,16 +259,16 @@ def vocab_parallel_cross_entropy(
     """
     group = _group(process_group)
     rank, size = _rank_and_size(group)
-    class_dim = 0 if input.dim() == 1 else 1
-    local_classes = input.shape[class_dim] if input.dim() > 0 else 0
+    dim = class_dimension(input.dim(), class_dim)
+    local_classes = input.shape[dim] if input.dim() > 0 else 0
     if not torch.jit.is_scripting():
         input, target = _checks.prepare_class(
-            input, target, weight, ignore_index, reduction, sample_weight, normalizer, validate, backend,
+            input, target, weight, ignore_index, reduction, sample_weight, normalizer, validate, backend, class_dim,
             num_classes=size * local_classes,
         )  # fmt: skip
     return sharded_cross_entropy(
         input, target, weight, ignore_index, reduction, label_smoothing, sample_weight, normalizer, z_loss,
-        logit_softcap, class_dim, rank * local_classes, size * local_classes, group,
+        logit_softcap, dim, rank * local_classes, size * local_classes, group,
     )  # fmt: skip
 
 
@@ -337,7 +340,9 @@ def vocab_parallel_linear_cross_entropy(
     if not torch.jit.is_scripting():
         _checks.check_linear_cross_entropy(input, linear_weight, target, linear_bias, chunk_size)
         _checks.check_class_weight(weight, num_classes, input, f"the vocabulary ({num_classes} classes)")
-        _checks.check_reduction_args(reduction, input, input.dim() > 1, sample_weight, normalizer, REDUCTIONS)
+        _checks.check_reduction_args(
+            reduction, input, input.dim() > 1, sample_weight, normalizer, REDUCTIONS, input.shape[:-1]
+        )
         _checks.check_backend(backend)
     input = all_reduce_gradient(input, group)
     if not chunked_linear(input, target):
@@ -403,6 +408,7 @@ def dtensor_cross_entropy(
     logit_softcap: Optional[float],
     validate: bool,
     backend: str,
+    class_dim: int,
 ) -> Tensor:
     """``cross_entropy`` of a DTensor sharded on its class dimension over a 1-D device mesh:
     `vocab_parallel_cross_entropy` on the local shards (a plain tensor, the same on every rank).
@@ -412,26 +418,26 @@ def dtensor_cross_entropy(
     replicated (or, for probability targets, sharded as ``input``)."""
     from torch.distributed.tensor import Shard
 
-    class_dim = 0 if input.dim() == 1 else 1
+    dim = class_dimension(input.dim(), class_dim)
     mesh, placements = input.device_mesh, tuple(input.placements)
-    if mesh.ndim != 1 or placements != (Shard(class_dim),):
+    if mesh.ndim != 1 or placements != (Shard(dim),):
         raise ValueError(
-            f"a DTensor input must be sharded on its class dimension {class_dim} over a 1-D device mesh "
-            f"(placements (Shard({class_dim}),)); got placements {placements} over a {mesh.ndim}-D mesh"
+            f"a DTensor input must be sharded on its class dimension {dim} over a 1-D device mesh "
+            f"(placements (Shard({dim}),)); got placements {placements} over a {mesh.ndim}-D mesh"
         )
     group = mesh.get_group()
     rank, size = _rank_and_size(group)
-    num_classes = input.shape[class_dim]
+    num_classes = input.shape[dim]
     chunk = -(-num_classes // size)
     local = input.to_local()
     target = target.to_local() if is_dtensor(target) else target
     if sample_weight is not None and is_dtensor(sample_weight):
         sample_weight = sample_weight.to_local()
     input, target = _checks.prepare_class(
-        local, target, weight, ignore_index, reduction, sample_weight, normalizer, validate, backend,
+        local, target, weight, ignore_index, reduction, sample_weight, normalizer, validate, backend, class_dim,
         num_classes=num_classes,
     )  # fmt: skip
     return sharded_cross_entropy(
         input, target, weight, ignore_index, reduction, label_smoothing, sample_weight, normalizer, z_loss,
-        logit_softcap, class_dim, rank * chunk, num_classes, group,
+        logit_softcap, dim, rank * chunk, num_classes, group,
     )  # fmt: skip

@@ -64,7 +64,8 @@ def denominator(
             ``target`` for most losses, ``label`` for ``JSDLoss`` and ``DistillationLoss`` (or
             their ``target`` when they are called without a label), ``anchor`` for
             ``TripletMarginLoss``.
-        sample_weight: its ``(N,)`` sample weights, if the loss call passes them.
+        sample_weight: its sample weights, if the loss call passes them: ``(N,)``, or one per
+            position for a loss that takes those (its declaration's ``positions``).
         num_classes: the input's number of classes, needed only where the target does not show
             it (``DiceLoss``/``TverskyLoss`` with class-index targets).
 
@@ -81,10 +82,13 @@ def denominator(
     spec = spec_of(loss_fn)
     if sample_weight is not None:
         batch = target.shape[0] if target.dim() > 0 else None
-        if batch is None or tuple(sample_weight.shape) != (batch,):
+        positions = spec.positions(loss_fn, target) if spec.positions is not None else None
+        per_position = positions is not None and len(positions) > 1 and tuple(sample_weight.shape) == positions
+        if not per_position and (batch is None or tuple(sample_weight.shape) != (batch,)):
+            alternative = "" if positions is None or len(positions) < 2 else f" or {positions}, one per position"
             raise ValueError(
                 f"sample_weight must have shape ({batch},), one weight per sample of {spec.denominator_arg} "
-                f"{tuple(target.shape)}; got {tuple(sample_weight.shape)}"
+                f"{tuple(target.shape)}{alternative}; got {tuple(sample_weight.shape)}"
             )
     total = spec.denominator(loss_fn, target, sample_weight, num_classes)
     return total.to(DENOMINATOR_DTYPE)
@@ -182,7 +186,7 @@ class VocabParallelCrossEntropyLoss(CrossEntropyLoss):
             process without an initialised process group).
         **options: every option of ``CrossEntropyLoss`` (``weight`` of the whole vocabulary,
             ``ignore_index``, ``reduction``, ``label_smoothing``, ``z_loss``, ``logit_softcap``,
-            ``validate``, ``backend``) but ``inplace_backward``.
+            ``validate``, ``backend``, ``class_dim``) but ``inplace_backward``.
 
     Examples:
         >>> loss = VocabParallelCrossEntropyLoss(label_smoothing=0.1)  # one process: every class
@@ -206,7 +210,8 @@ class VocabParallelCrossEntropyLoss(CrossEntropyLoss):
         """The loss of this rank's logits ``input`` against ``target``.
 
         Args:
-            input: this rank's logits ``(V_local,)``, ``(N, V_local)`` or ``(N, V_local, d1, ..., dk)``.
+            input: this rank's logits ``(V_local,)``, ``(N, V_local)`` or ``(N, V_local, d1, ..., dk)``
+                (``(N, d1, ..., dk, V_local)`` with ``class_dim=-1``).
             target: class indices of the whole vocabulary, the same on every rank; or class
                 probabilities of this rank's classes (``input``'s shape).
             sample_weight: optional ``(N,)`` weights, one per sample.
@@ -229,6 +234,7 @@ class VocabParallelCrossEntropyLoss(CrossEntropyLoss):
             logit_softcap=self.logit_softcap,
             validate=self.validate,
             backend=self.backend,
+            class_dim=self.class_dim,
             process_group=self.process_group,
         )
 
