@@ -72,7 +72,7 @@ def main() -> None:
     parameters = list(model["embed"].parameters()) + list(model["trunk"].parameters()) + [head_weight, head_bias]
     optimizer = torch.optim.SGD(parameters, lr=0.5)
     linear_loss = VocabParallelLinearCrossEntropyLoss(**OPTIONS)
-    logits_loss = VocabParallelCrossEntropyLoss(**OPTIONS)
+    logits_loss = VocabParallelCrossEntropyLoss(class_dim=-1, **OPTIONS)  # (BATCH, TOKENS, shard) logits
 
     reference = make_model()  # rank 0 replays every step with the whole output layer
     ref_optimizer = torch.optim.SGD(reference.parameters(), lr=0.5)
@@ -84,7 +84,7 @@ def main() -> None:
         if args.logits:
             # the hidden states' gradient must be summed over the ranks: all_reduce_gradient
             hidden = all_reduce_gradient(hidden)
-            loss = logits_loss(torch.nn.functional.linear(hidden, head_weight, head_bias).transpose(1, 2), labels)
+            loss = logits_loss(torch.nn.functional.linear(hidden, head_weight, head_bias), labels)
         else:
             loss = linear_loss(hidden, head_weight, labels, head_bias)
         loss.backward()  # the trunk's gradient is summed over the ranks inside the loss's backward

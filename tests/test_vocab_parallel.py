@@ -45,12 +45,15 @@ WEIGHTINGS = [
     ("mean", "sample_weight"),
     ("mean", "normalizer"),
     ("sum", "sample_weight"),
+    ("per_sample", "position_weight"),
+    ("mean", "position_weight"),
 ]
 # "none" with sample weights and a random upstream gradient checks every position's value and
 # gradient; "per_sample" and "mean" the counted positions and class weights. Every weighting
 # runs with every option at once.
 SOME_WEIGHTINGS = [("none", "sample_weight"), ("per_sample", "plain"), ("mean", "sample_weight")]
-TARGETS = ("indices", "spatial", "probabilities")
+TARGETS = ("indices", "spatial", "class_last", "probabilities")
+CLASS_DIM = {"class_last": -1}  # the others: classes at dim 1
 
 
 def _targets(kind, options, g):
@@ -58,7 +61,7 @@ def _targets(kind, options, g):
     ignore = options.get("ignore_index", -100)
     if kind == "probabilities":
         return torch.softmax(torch.randn(N, V, T, generator=g), 1)
-    shape = (N,) if kind == "indices" else (N, T)
+    shape = (N,) if kind == "indices" else (N, T)  # spatial or class_last positions
     t = torch.randint(0, V, shape, generator=g)
     t[0] = ignore
     flat = t.view(-1)
@@ -67,12 +70,16 @@ def _targets(kind, options, g):
 
 
 def _data(kind, options, weighting, seed):
-    """Whole logits (N, V) or (N, V, T), target, sample weights and normalizer."""
+    """Whole logits (N, V), (N, V, T) or (N, T, V) (class_last), target, sample weights (per
+    sample, or per position) and normalizer."""
     g = torch.Generator().manual_seed(seed)
-    logits = torch.randn((N, V) if kind == "indices" else (N, V, T), generator=g) * 3
+    shape = {"indices": (N, V), "class_last": (N, T, V)}.get(kind, (N, V, T))
+    logits = torch.randn(shape, generator=g) * 3
     target = _targets(kind, options, g)
-    s = (torch.rand(N, generator=g) + 0.2) if weighting != "plain" else None
-    if s is not None:
+    positions = (N,) if kind == "indices" else (N, T)
+    s = None
+    if weighting != "plain":
+        s = torch.rand(positions if weighting == "position_weight" else (N,), generator=g) + 0.2
         s[2] = 0.0
     normalizer = torch.tensor(6.5) if weighting == "normalizer" else None
     return logits, target, s, normalizer
@@ -100,7 +107,8 @@ def _logits_reference(options, kind, reduction, weighting, seed):
     x.requires_grad_(True)
     if s is not None:
         s.requires_grad_(True)
-    out = el.CrossEntropyLoss(reduction=reduction, **options)(x, t, s, normalizer)
+    loss = el.CrossEntropyLoss(reduction=reduction, class_dim=CLASS_DIM.get(kind, 1), **options)
+    out = loss(x, t, s, normalizer)
     grads = torch.autograd.grad((out * _upstream(out, seed)).sum(), [x] + ([s] if s is not None else []))
     return out.detach(), grads
 
@@ -109,15 +117,20 @@ def _shard(t, rank, world, dim=1):
     return t.chunk(world, dim)[rank]
 
 
+def _class_dim(kind, logits):
+    return logits.dim() - 1 if kind == "class_last" else 1
+
+
 def _logits_on_rank(place, options, kind, reduction, weighting, seed):
     rank, world, group = place
     x, t, s, normalizer = _data(kind, options, weighting, seed)
-    local = _shard(x, rank, world).clone().requires_grad_(True)
+    local = _shard(x, rank, world, _class_dim(kind, x)).clone().requires_grad_(True)
     if kind == "probabilities":
         t = _shard(t, rank, world)
     if s is not None:
         s.requires_grad_(True)
-    out = VocabParallelCrossEntropyLoss(group, reduction=reduction, **options)(local, t, s, normalizer)
+    loss = VocabParallelCrossEntropyLoss(group, reduction=reduction, class_dim=CLASS_DIM.get(kind, 1), **options)
+    out = loss(local, t, s, normalizer)
     grads = torch.autograd.grad((out * _upstream(out, seed)).sum(), [local] + ([s] if s is not None else []))
     return out.detach(), grads
 
@@ -127,7 +140,7 @@ def _linear_data(options, kind, weighting, seed):
     hidden = torch.randn(N, T, H, generator=g)
     classifier = torch.randn(V, H, generator=g)
     bias = torch.randn(V, generator=g)
-    _, target, s, normalizer = _data("spatial", options, weighting, seed)
+    _, target, s, normalizer = _data("spatial", options, weighting, seed)  # per-position weights: (N, T)
     if kind == "probabilities":
         target = torch.softmax(torch.randn(N, V, T, generator=g), 1)
     return hidden, classifier, bias, target, s, normalizer
@@ -211,6 +224,22 @@ def _compiled(place):
     return (value.detach(), grad), (linear_value.detach(), torch.autograd.grad(linear_value, leaves))
 
 
+DTENSOR_CASES = {"even": (V, 1), "uneven": (10, 1), "class_last": (10, -1)}  # classes, class_dim
+
+
+def _dtensor_problem(name):
+    """Logits (classes at dim 1, or last), targets with an ignored sample, class weights."""
+    classes, class_dim = DTENSOR_CASES[name]
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn((N, classes, T) if class_dim == 1 else (N, T, classes), generator=g)
+    t = torch.randint(0, classes, (N, T), generator=g)
+    t[1] = -100
+    loss = el.CrossEntropyLoss(
+        weight=torch.linspace(0.5, 1.5, classes), label_smoothing=0.1, z_loss=0.01, class_dim=class_dim
+    )
+    return x, t, loss, 1 if class_dim == 1 else 2
+
+
 def _dtensor(rank, world):
     """CrossEntropyLoss of a DTensor sharded on the classes (10 classes: uneven shards on 4 ranks)."""
     from torch.distributed.device_mesh import init_device_mesh
@@ -218,14 +247,10 @@ def _dtensor(rank, world):
 
     mesh = init_device_mesh("cpu", (world,))
     out = {}
-    for name, classes in (("even", V), ("uneven", 10)):
-        g = torch.Generator().manual_seed(7)
-        x = torch.randn(N, classes, T, generator=g)
-        t = torch.randint(0, classes, (N, T), generator=g)
-        t[1] = -100
-        weight = torch.linspace(0.5, 1.5, classes)
-        dx = distribute_tensor(x, mesh, [Shard(1)]).requires_grad_(True)
-        value = el.CrossEntropyLoss(weight=weight, label_smoothing=0.1, z_loss=0.01)(dx, t)
+    for name in DTENSOR_CASES:
+        x, t, loss, dim = _dtensor_problem(name)
+        dx = distribute_tensor(x, mesh, [Shard(dim)]).requires_grad_(True)
+        value = loss(dx, t)
         value.backward()
         out[name] = (value.detach(), dx.grad.to_local())
     return out
@@ -265,7 +290,10 @@ def _check_logits(results, world):
         for rank, result in enumerate(results):
             out, grads = result[name]
             torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6, msg=f"{name} rank {rank}")
-            torch.testing.assert_close(grads[0], _shard(ref_grads[0], rank, world), rtol=1e-5, atol=1e-6)
+            whole = ref_grads[0]
+            torch.testing.assert_close(
+                grads[0], _shard(whole, rank, world, _class_dim(kind, whole)), rtol=1e-5, atol=1e-6
+            )
             for got, want in zip(grads[1:], ref_grads[1:]):  # sample_weight: whole on every rank
                 torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=f"{name} rank {rank}")
 
@@ -295,19 +323,16 @@ def _check_communication(results):
 
 
 def _check_dtensor(results):
-    for name, classes in (("even", V), ("uneven", 10)):
-        g = torch.Generator().manual_seed(7)
-        x = torch.randn(N, classes, T, generator=g, requires_grad=True)
-        t = torch.randint(0, classes, (N, T), generator=g)
-        t[1] = -100
-        weight = torch.linspace(0.5, 1.5, classes)
-        ref = el.CrossEntropyLoss(weight=weight, label_smoothing=0.1, z_loss=0.01)(x, t)
+    for name in DTENSOR_CASES:
+        x, t, loss, dim = _dtensor_problem(name)
+        x.requires_grad_(True)
+        ref = loss(x, t)
         (grad,) = torch.autograd.grad(ref, x)
-        shards = grad.chunk(len(results), 1)
+        shards = grad.chunk(len(results), dim)
         for rank, result in enumerate(results):
             value, local_grad = result["dtensor"][name]
-            torch.testing.assert_close(value, ref.detach(), rtol=1e-5, atol=1e-6)
-            torch.testing.assert_close(local_grad, shards[rank], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(value, ref.detach(), rtol=1e-5, atol=1e-6, msg=name)
+            torch.testing.assert_close(local_grad, shards[rank], rtol=1e-5, atol=1e-6, msg=name)
 
 
 def _check_compiled(results):

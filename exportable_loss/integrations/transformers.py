@@ -55,7 +55,7 @@ def ForCausalLMLoss(  # noqa: N802 (transformers' name)
     gives 0, not NaN. The logits are never copied but for the upcast (a no-op for float32).
 
     Args:
-        logits: ``(batch, tokens, vocab_size)`` (or any shape ending in ``vocab_size``).
+        logits: ``(batch, tokens, vocab_size)``.
         labels: ``(batch, tokens)`` token ids, ``ignore_index`` where nothing is predicted.
         vocab_size: the logits' last dimension.
         num_items_in_batch: the tokens counted in the whole accumulated step (``Trainer``'s).
@@ -74,12 +74,15 @@ def ForCausalLMLoss(  # noqa: N802 (transformers' name)
     logits = logits.float()
     if shift_labels is None:
         shift_labels = _shift(labels, ignore_index)
+    if logits.shape[-1] != vocab_size:
+        raise ValueError(f"logits must end in vocab_size={vocab_size} classes; got logits {tuple(logits.shape)}")
     return cross_entropy(
-        logits.reshape(-1, vocab_size),
-        shift_labels.reshape(-1).to(logits.device),
+        logits,
+        shift_labels.to(logits.device),
         ignore_index=ignore_index,
         normalizer=_normalizer(num_items_in_batch, logits.device),
         backend="auto",
+        class_dim=-1,  # (batch, tokens, vocab_size) as they come: no transpose, no copy
     )
 
 
