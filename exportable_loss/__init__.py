@@ -1,6 +1,7 @@
 """exportable-loss: PyTorch loss modules that script, compile, export and run in onnxruntime."""
 
 from exportable_loss import functional
+from exportable_loss._targets import shift_labels
 from exportable_loss.losses import (
     BCEWithLogitsLoss,
     CIoULoss,
@@ -52,4 +53,5 @@ __all__ = [
     "TripletMarginLoss",
     "TverskyLoss",
     "functional",
+    "shift_labels",
 ]

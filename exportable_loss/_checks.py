@@ -12,6 +12,8 @@ from torch import Tensor
 
 from exportable_loss._dispatch import BACKENDS, eager
 from exportable_loss._numerics import autocast_float32
+from exportable_loss._reduction import REDUCTIONS
+from exportable_loss._targets import class_dimension
 
 
 def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
@@ -55,8 +57,13 @@ def check_reduction_args(
     sample_weight: Optional[Tensor],
     normalizer: Optional[Tensor],
     choices: Sequence[str],
+    positions: Optional[Sequence[int]] = None,
 ) -> None:
-    """Checks shared by every loss: reduction name, sample_weight, normalizer."""
+    """Checks shared by every loss: reduction name, sample_weight, normalizer.
+
+    ``positions``: the shape of the loss's element-wise term, for a loss whose ``sample_weight``
+    may also hold one weight per position; None: one weight per sample only.
+    """
     check_choice("reduction", reduction, choices)
     if reduction == "per_sample" and not batched:
         raise ValueError(
@@ -68,10 +75,12 @@ def check_reduction_args(
                 f"sample_weight needs a batch dimension; got an unbatched input of shape {tuple(input.shape)}"
             )
         expected = (input.shape[0],)
-        if tuple(sample_weight.shape) != expected:
+        per_position = tuple(positions) if positions is not None and len(positions) > 1 else None
+        if tuple(sample_weight.shape) != expected and tuple(sample_weight.shape) != per_position:
+            alternative = "" if per_position is None else f" or {per_position} (one weight per position)"
             raise ValueError(
                 f"sample_weight must have shape {expected} (one weight per sample of input "
-                f"{tuple(input.shape)}); got {tuple(sample_weight.shape)}"
+                f"{tuple(input.shape)}){alternative}; got {tuple(sample_weight.shape)}"
             )
         check_floating("sample_weight", sample_weight)
         check_device("sample_weight", sample_weight, input)
@@ -86,21 +95,33 @@ def check_reduction_args(
         check_device("normalizer", normalizer, input)
 
 
-def check_class_target(input: Tensor, target: Tensor, weight: Optional[Tensor]) -> bool:
-    """Checks a cross entropy / NLL pair; returns True for class-probability targets."""
-    if input.dim() == 0:
-        raise ValueError("input must have a class dimension: shape (C,), (N, C) or (N, C, d1, ...); got a 0-dim tensor")
-    check_floating("input", input)
-    check_device("target", target, input)
-    class_dim = 0 if input.dim() == 1 else 1
-    num_classes = input.shape[class_dim]
+def check_class_weight(weight: Optional[Tensor], num_classes: int, input: Tensor, classes_of: str) -> None:
+    """Class weights: one per class (``classes_of`` says of what), on the input's device."""
     if weight is not None:
         check_device("weight", weight, input)
         if tuple(weight.shape) != (num_classes,):
             raise ValueError(
-                f"weight must have shape ({num_classes},), one weight per class of input "
-                f"{tuple(input.shape)}; got {tuple(weight.shape)}"
+                f"weight must have shape ({num_classes},), one weight per class of {classes_of}; "
+                f"got {tuple(weight.shape)}"
             )
+
+
+def check_class_dim(class_dim: int) -> None:
+    if class_dim not in (1, -1):
+        raise ValueError(f"class_dim must be 1 (logits (N, C, ...)) or -1 (logits (N, ..., C)); got {class_dim}")
+
+
+def check_class_target(input: Tensor, target: Tensor, weight: Optional[Tensor], class_dim: int = 1) -> bool:
+    """Checks a cross entropy / NLL pair (classes at ``class_dim``, 1 or -1, of a batched input);
+    returns True for class-probability targets."""
+    if input.dim() == 0:
+        raise ValueError("input must have a class dimension: shape (C,), (N, C) or (N, C, d1, ...); got a 0-dim tensor")
+    check_floating("input", input)
+    check_device("target", target, input)
+    check_class_dim(class_dim)
+    class_dim = class_dimension(input.dim(), class_dim)
+    num_classes = input.shape[class_dim]
+    check_class_weight(weight, num_classes, input, f"input {tuple(input.shape)}")
     if target.is_floating_point():
         if target.shape != input.shape:
             raise ValueError(
@@ -112,11 +133,56 @@ def check_class_target(input: Tensor, target: Tensor, weight: Optional[Tensor]) 
         raise ValueError(f"target must hold integer class indices or float probabilities; got dtype {target.dtype}")
     expected = tuple(input.shape[:class_dim]) + tuple(input.shape[class_dim + 1 :])
     if tuple(target.shape) != expected:
+        hint = ""
+        if class_dim == 1 and input.dim() > 2 and tuple(target.shape) == tuple(input.shape[:-1]):
+            hint = f"; for logits with the classes last ({input.shape[-1]} classes), pass class_dim=-1"
         raise ValueError(
-            f"class-index target must have shape {expected} for input {tuple(input.shape)}; "
-            f"got target {tuple(target.shape)}"
+            f"class-index target must have shape {expected} for input {tuple(input.shape)} (classes at "
+            f"dim {class_dim}); got target {tuple(target.shape)}{hint}"
         )
     return False
+
+
+def check_linear_cross_entropy(
+    input: Tensor,
+    linear_weight: Tensor,
+    target: Tensor,
+    linear_bias: Optional[Tensor],
+    chunk_size: Optional[int],
+) -> None:
+    """Hidden states, classifier, bias and target of a linear cross entropy (metadata only)."""
+    check_floating("input", input)
+    check_floating("linear_weight", linear_weight)
+    if linear_weight.dim() != 2:
+        raise ValueError(f"linear_weight must have shape (C, H); got {tuple(linear_weight.shape)}")
+    if input.dim() == 0 or input.shape[-1] != linear_weight.shape[1]:
+        raise ValueError(
+            f"input must have shape (..., H) with H = linear_weight.shape[1] = {linear_weight.shape[1]}; "
+            f"got input {tuple(input.shape)}"
+        )
+    if input.dtype != linear_weight.dtype:
+        raise ValueError(f"input and linear_weight must have one dtype; got {input.dtype} and {linear_weight.dtype}")
+    check_device("linear_weight", linear_weight, input)
+    if linear_bias is not None:
+        check_device("linear_bias", linear_bias, input)
+        if tuple(linear_bias.shape) != (linear_weight.shape[0],):
+            raise ValueError(
+                f"linear_bias must have shape ({linear_weight.shape[0]},), one per class; "
+                f"got {tuple(linear_bias.shape)}"
+            )
+    check_chunk_size(chunk_size)
+    if target.is_floating_point():
+        positions = list(input.shape[:-1])
+        expected = tuple(positions[:1] + [linear_weight.shape[0]] + positions[1:])
+        kind = "class-probability target (class dimension at position 1)"
+    else:
+        expected = tuple(input.shape[:-1])
+        kind = "class-index target"
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"{kind} must have shape {expected} for input {tuple(input.shape)} and linear_weight "
+            f"{tuple(linear_weight.shape)}; got target {tuple(target.shape)}"
+        )
 
 
 def validate_class_indices(target: Tensor, num_classes: int, ignore_index: int) -> None:
@@ -185,8 +251,44 @@ def prepare_pointwise(
     check_floating("input", input)
     check_device("target", target, input)
     check_same_shapes(["input", "target"], [input, target])
-    check_reduction_args(reduction, input, input.dim() > 0, sample_weight, normalizer, choices)
+    check_reduction_args(reduction, input, input.dim() > 0, sample_weight, normalizer, choices, input.shape)
     check_backend(backend)
+    input, target = autocast_float32([input, target])
+    return input, target
+
+
+def prepare_class(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    ignore_index: int,
+    reduction: str,
+    sample_weight: Optional[Tensor],
+    normalizer: Optional[Tensor],
+    validate: bool,
+    backend: str,
+    class_dim: int = 1,
+    num_classes: Optional[int] = None,
+) -> Tuple[Tensor, Tensor]:
+    """Checks for cross entropy and NLL (``validate``: the class indices and weights' values too).
+
+    ``num_classes``: the whole vocabulary where ``input`` holds a shard of it; the class weights
+    and the valid class indices are the vocabulary's.
+    """
+    sharded = num_classes is not None
+    probabilities = check_class_target(input, target, None if sharded else weight, class_dim)
+    dim = class_dimension(input.dim(), class_dim)
+    if num_classes is None:
+        num_classes = input.shape[dim]
+    else:
+        check_class_weight(weight, num_classes, input, f"the vocabulary ({num_classes} classes)")
+    positions = list(input.shape[:dim]) + list(input.shape[dim + 1 :])
+    check_reduction_args(reduction, input, input.dim() > 1, sample_weight, normalizer, REDUCTIONS, positions)
+    check_backend(backend)
+    if validate and not probabilities:
+        validate_class_indices(target, num_classes, ignore_index)
+        validate_finite("weight", weight)
+        validate_finite("sample_weight", sample_weight)
     input, target = autocast_float32([input, target])
     return input, target
 

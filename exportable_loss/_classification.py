@@ -14,33 +14,11 @@ from torch import Tensor, nn
 from exportable_loss import _checks
 from exportable_loss._base import _Loss
 from exportable_loss._dispatch import use_triton
-from exportable_loss._numerics import autocast_float32
 from exportable_loss._ops.cross_entropy import fused_cross_entropy
-from exportable_loss._reduction import DENOMINATOR_DTYPE, REDUCTIONS, mean_denominator, reduce_loss
+from exportable_loss._reduction import DENOMINATOR_DTYPE, mean_denominator, reduce_loss
 from exportable_loss._registry import EXAMPLE_CLASSES, declare, example_class_indices
-from exportable_loss._targets import class_terms, counted_targets
-
-
-def _class_prologue(
-    input: Tensor,
-    target: Tensor,
-    weight: Optional[Tensor],
-    ignore_index: int,
-    reduction: str,
-    sample_weight: Optional[Tensor],
-    normalizer: Optional[Tensor],
-    validate: bool,
-    backend: str,
-) -> Tuple[Tensor, Tensor]:
-    probabilities = _checks.check_class_target(input, target, weight)
-    _checks.check_reduction_args(reduction, input, input.dim() > 1, sample_weight, normalizer, REDUCTIONS)
-    _checks.check_backend(backend)
-    if validate and not probabilities:
-        _checks.validate_class_indices(target, input.shape[0 if input.dim() == 1 else 1], ignore_index)
-        _checks.validate_finite("weight", weight)
-        _checks.validate_finite("sample_weight", sample_weight)
-    input, target = autocast_float32([input, target])
-    return input, target
+from exportable_loss._targets import class_dimension, class_terms, counted_targets
+from exportable_loss._vocab_parallel import dtensor_cross_entropy, is_dtensor
 
 
 def cross_entropy(
@@ -57,6 +35,7 @@ def cross_entropy(
     validate: bool = False,
     backend: str = "torch",
     inplace_backward: bool = False,
+    class_dim: int = 1,
 ) -> Tensor:
     """Cross entropy between logits and class indices or class probabilities.
 
@@ -65,7 +44,8 @@ def cross_entropy(
     ``logit_softcap``.
 
     Args:
-        input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``.
+        input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``; with ``class_dim=-1``
+            ``(N, d1, ..., dk, C)``, as a language model's ``(B, T, V)``.
         target: class indices ``()``, ``(N,)`` or ``(N, d1, ..., dk)`` (any integer dtype), or
             class probabilities of ``input``'s shape (floating dtype).
         weight: optional ``(C,)`` class weights.
@@ -73,7 +53,8 @@ def cross_entropy(
         reduction: ``"none"``, ``"per_sample"``, ``"mean"`` or ``"sum"``; see
             [Reductions][reductions].
         label_smoothing: in ``[0, 1]``; mixes the target with the uniform distribution.
-        sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+        sample_weight: optional weights, ``(N,)`` (one per sample) or of the positions' shape
+            ``(N, d1, ..., dk)`` (one per position); see [Reductions][reductions].
         normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no gradient
             flows into it.
         z_loss: adds ``z_loss * logsumexp(logits) ** 2`` to every counted position, before
@@ -83,6 +64,8 @@ def cross_entropy(
         backend: ``"torch"``, ``"triton"`` or ``"auto"``; see [Backends][backends].
         inplace_backward: Triton backend, eager mode only: the backward writes the gradient into
             ``input``'s memory (saves one logits-sized buffer; ``input`` must not be used again).
+        class_dim: where the classes are: 1 (``torch.nn``'s layout) or -1 (last); no copy of
+            the logits either way, on every backend.
 
     Returns:
         The loss in ``input``'s dtype: ``"none"`` has the target's shape (positions),
@@ -95,8 +78,13 @@ def cross_entropy(
         tensor(0.2413)
     """
     if not torch.jit.is_scripting():
-        input, target = _class_prologue(
-            input, target, weight, ignore_index, reduction, sample_weight, normalizer, validate, backend
+        if is_dtensor(input):  # logits sharded over the classes: the vocabulary-parallel loss
+            return dtensor_cross_entropy(
+                input, target, weight, ignore_index, reduction, label_smoothing, sample_weight, normalizer,
+                z_loss, logit_softcap, validate, backend, class_dim,
+            )  # fmt: skip
+        input, target = _checks.prepare_class(
+            input, target, weight, ignore_index, reduction, sample_weight, normalizer, validate, backend, class_dim
         )
     if use_triton(backend, input):
         return fused_cross_entropy(
@@ -111,38 +99,39 @@ def cross_entropy(
             z_loss=z_loss,
             logit_softcap=logit_softcap,
             inplace_backward=inplace_backward,
+            class_dim=class_dim,
         )
-    class_dim = 0 if input.dim() == 1 else 1
-    num_classes = input.shape[class_dim]
+    dim = class_dimension(input.dim(), class_dim)
+    num_classes = input.shape[dim]
     if logit_softcap is not None:
         input = logit_softcap * torch.tanh(input / logit_softcap)
     lse: Optional[Tensor] = None
     if z_loss != 0.0:
-        lse = torch.logsumexp(input, class_dim, keepdim=True)
+        lse = torch.logsumexp(input, dim, keepdim=True)
         logp = input - lse
     else:
-        logp = torch.log_softmax(input, class_dim)
+        logp = torch.log_softmax(input, dim)
     weight_b: Optional[Tensor] = None
     if weight is not None:
         shape = [1] * input.dim()
-        shape[class_dim] = num_classes
+        shape[dim] = num_classes
         weight_b = weight.to(input.dtype).reshape(shape)
 
     if target.is_floating_point():
         if label_smoothing > 0.0:
             target = target * (1.0 - label_smoothing) + label_smoothing / num_classes
         prod = logp * target if weight_b is None else logp * target * weight_b
-        loss = -prod.sum(class_dim)
+        loss = -prod.sum(dim)
         if lse is not None:
-            loss = loss + z_loss * lse.squeeze(class_dim) ** 2
+            loss = loss + z_loss * lse.squeeze(dim) ** 2
         return reduce_loss(loss, reduction, sample_weight, normalizer)
 
-    loss, valid, target_weight = class_terms(logp, target, weight, ignore_index)
+    loss, valid, target_weight = class_terms(logp, target, weight, ignore_index, class_dim)
     if label_smoothing > 0.0:
-        smooth = -(logp.sum(class_dim) if weight_b is None else (logp * weight_b).sum(class_dim))
+        smooth = -(logp.sum(dim) if weight_b is None else (logp * weight_b).sum(dim))
         loss = (1.0 - label_smoothing) * loss + (label_smoothing / num_classes) * smooth
     if lse is not None:
-        z_term = z_loss * lse.squeeze(class_dim) ** 2
+        z_term = z_loss * lse.squeeze(dim) ** 2
         loss = loss + (z_term if target_weight is None else z_term * target_weight)
     loss = torch.where(valid, loss, torch.zeros_like(loss))
     return reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight)
@@ -189,7 +178,7 @@ def nll_loss(
     if not torch.jit.is_scripting():
         if target.is_floating_point():
             raise ValueError(f"target must hold integer class indices; got dtype {target.dtype}")
-        input, target = _class_prologue(
+        input, target = _checks.prepare_class(
             input, target, weight, ignore_index, reduction, sample_weight, normalizer, validate, backend
         )
     loss, valid, target_weight = class_terms(input, target, weight, ignore_index)
@@ -197,14 +186,24 @@ def nll_loss(
     return reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight)
 
 
+def class_positions(module: nn.Module, target: Tensor) -> Tuple[int, ...]:
+    """The positions of a class-index target (its shape) or a class-probability target (its
+    shape without the class dimension, ``module.class_dim`` or 1)."""
+    if not target.is_floating_point():
+        return tuple(target.shape)
+    dim = class_dimension(target.dim(), getattr(module, "class_dim", 1))
+    return tuple(target.shape[:dim]) + tuple(target.shape[dim + 1 :])
+
+
 def class_denominator(
     module: nn.Module, target: Tensor, sample_weight: Optional[Tensor] = None, num_classes: Optional[int] = None
 ) -> Tensor:
     """The ``"mean"`` denominator of a class-index or class-probability target: the class
     weights of the counted targets (1 each without class weights) times the sample weights;
-    every position for probabilities. Reads ``module.weight`` and ``module.ignore_index``."""
-    if target.is_floating_point():  # class probabilities (class dimension 1, or 0 unbatched)
-        positions = target.select(0 if target.dim() == 1 else 1, 0)
+    every position for probabilities. Reads ``module.weight``, ``module.ignore_index`` and
+    ``module.class_dim`` (1 where it has none)."""
+    if target.is_floating_point():  # class probabilities: every position counts
+        positions = target.new_empty(class_positions(module, target))
         return mean_denominator(positions, sample_weight, dtype=DENOMINATOR_DTYPE)
     weight = cast(Optional[Tensor], module.weight)  # typing: a module attribute reads as Tensor | Module
     if weight is not None:
@@ -229,6 +228,7 @@ def _log_probs_example(n: int, g: torch.Generator) -> Tuple[Tensor, ...]:
     name="cross_entropy",
     function=cross_entropy,
     denominator=class_denominator,
+    positions=class_positions,
     kernel="cross_entropy",
     example=_logits_example,
     example_options=(("weight", torch.linspace(0.5, 1.5, EXAMPLE_CLASSES)), ("label_smoothing", 0.1)),
@@ -254,11 +254,16 @@ class CrossEntropyLoss(_Loss):
         validate: check every class index in eager mode (synchronises with the device).
         inplace_backward: Triton backend, eager mode only: the backward writes the gradient into
             the logits' memory (the logits must not be used again).
+        class_dim: where the classes are: 1 (``torch.nn``'s layout) or -1 (last, as a language
+            model's ``(B, T, V)`` logits); no copy of the logits either way.
 
     Examples:
         >>> loss = CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 1.0]), reduction="per_sample")
         >>> loss(torch.zeros(2, 3), torch.tensor([1, -100]))
         tensor([2.1972, 0.0000])
+        >>> logits = torch.zeros(2, 4, 3)  # (B, T, V): classes last
+        >>> CrossEntropyLoss(class_dim=-1)(logits, torch.tensor([[0, 1, 2, -100], [2, 1, 0, 0]]))
+        tensor(1.0986)
     """
 
     __constants__ = _Loss.__constants__ + [
@@ -268,6 +273,7 @@ class CrossEntropyLoss(_Loss):
         "logit_softcap",
         "validate",
         "inplace_backward",
+        "class_dim",
     ]
 
     def __init__(
@@ -283,9 +289,11 @@ class CrossEntropyLoss(_Loss):
         backend: str = "torch",
         validate: bool = False,
         inplace_backward: bool = False,
+        class_dim: int = 1,
     ) -> None:
         super().__init__(reduction, backend, size_average, reduce)
         _checks.check_cross_entropy_options(label_smoothing, z_loss, logit_softcap)
+        _checks.check_class_dim(class_dim)
         self.register_buffer("weight", weight)
         self.weight: Optional[Tensor]
         self.ignore_index = ignore_index
@@ -294,6 +302,7 @@ class CrossEntropyLoss(_Loss):
         self.logit_softcap = None if logit_softcap is None else float(logit_softcap)
         self.validate = validate
         self.inplace_backward = inplace_backward
+        self.class_dim = class_dim
 
     def forward(
         self,
@@ -305,10 +314,12 @@ class CrossEntropyLoss(_Loss):
         """The loss of ``input`` against ``target``.
 
         Args:
-            input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``.
+            input: logits ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``; with ``class_dim=-1``
+                ``(N, d1, ..., dk, C)``.
             target: class indices ``()``, ``(N,)`` or ``(N, d1, ..., dk)`` (any integer dtype), or
                 class probabilities of ``input``'s shape.
-            sample_weight: optional ``(N,)`` weights, one per sample along dim 0.
+            sample_weight: optional weights, ``(N,)`` (one per sample) or ``(N, d1, ..., dk)``
+                (one per position).
             normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``; no
                 gradient flows into it.
 
@@ -330,10 +341,13 @@ class CrossEntropyLoss(_Loss):
             validate=self.validate,
             backend=self.backend,
             inplace_backward=self.inplace_backward,
+            class_dim=self.class_dim,
         )
 
 
-@declare(name="nll", function=nll_loss, denominator=class_denominator, example=_log_probs_example)
+@declare(
+    name="nll", function=nll_loss, denominator=class_denominator, positions=class_positions, example=_log_probs_example
+)
 class NLLLoss(_Loss):
     """Negative log likelihood, as ``torch.nn.NLLLoss`` plus per-sample reductions, sample
     weights and ``normalizer``.

@@ -2,8 +2,8 @@
 
 The one set of context predicates of the package: a graph being captured (``torch.compile``,
 ``torch.export``, tracing, ONNX export), a ``torch.func`` transform, plain eager mode; and the
-two dispatch decisions built on them: primitive operators (TorchScript, ONNX export) and the
-fused op (Triton kernels, or their PyTorch reference off-GPU).
+dispatch decisions built on them: primitive operators (TorchScript, ONNX export), the fused op
+(Triton kernels, or their PyTorch reference off-GPU), and the chunked linear cross entropy.
 
 ``torch.jit.is_scripting()`` stays inline at each call site: TorchScript only skips a block
 whose condition is that call itself.
@@ -63,3 +63,17 @@ def use_triton(backend: str, input: Tensor) -> bool:
         if backend == "auto":
             return input.is_cuda and tk.can_run(input)
         return True
+
+
+def chunked_linear(input: Tensor, target: Tensor) -> bool:
+    """Whether a linear cross entropy runs its chunked op: in eager mode and under
+    torch.compile. Exported graphs (TorchScript, torch.export, ONNX) hold the unfused form. So do
+    a target that requires grad (the op differentiates input and parameters only) and torch.func
+    transforms (the op has no batching rule)."""
+    if torch.jit.is_scripting():
+        return False
+    else:
+        compiling = torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+        if not compiling and (capturing() or under_torch_func()):
+            return False
+        return input.dim() > 1 and not target.requires_grad

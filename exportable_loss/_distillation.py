@@ -53,7 +53,8 @@ def _check_inputs(
                 f"label must have shape {expected} (input {tuple(input.shape)} without its class dimension); "
                 f"got label {tuple(label.shape)}"
             )
-    _checks.check_reduction_args(reduction, input, input.dim() > 1, sample_weight, normalizer, REDUCTIONS)
+    positions = input.shape[:1] + input.shape[2:]
+    _checks.check_reduction_args(reduction, input, input.dim() > 1, sample_weight, normalizer, REDUCTIONS, positions)
 
 
 def _check_beta(beta: float) -> None:
@@ -265,6 +266,14 @@ def distillation_loss(
     return reduce_loss(loss, reduction, sample_weight, normalizer, valid).to(out_dtype)
 
 
+def label_positions(module: nn.Module, label: Tensor) -> Tuple[int, ...]:
+    """The positions of a per-position loss: the label's shape, or the teacher's without its
+    class dimension (no label)."""
+    if not label.is_floating_point():
+        return tuple(label.shape)
+    return tuple(label.shape[:1]) + tuple(label.shape[2:]) if label.dim() > 1 else ()
+
+
 def label_denominator(
     module: nn.Module, label: Tensor, sample_weight: Optional[Tensor] = None, num_classes: Optional[int] = None
 ) -> Tensor:
@@ -272,7 +281,7 @@ def label_denominator(
     whose label is not ``module.ignore_index``, times their sample weights. A floating tensor is
     taken as the teacher (no label): its positions, with the class dimension, all count."""
     if label.is_floating_point():
-        positions = label.select(0 if label.dim() == 1 else 1, 0)
+        positions = label.new_empty(label_positions(module, label))
         return mean_denominator(positions, sample_weight, dtype=DENOMINATOR_DTYPE)
     valid = label != cast(int, module.ignore_index)  # typing: a module attribute reads as Tensor | Module
     return mean_denominator(label, sample_weight, valid, dtype=DENOMINATOR_DTYPE)
@@ -289,6 +298,7 @@ def _log_probs(n: int, g: torch.Generator) -> Tensor:
     name="jsd",
     function=jsd_loss,
     denominator=label_denominator,
+    positions=label_positions,
     denominator_arg="label",
     example=lambda n, g: (_log_probs(n, g), _log_probs(n, g), example_class_indices(n, g)),
     example_options=(("beta", 0.3),),
@@ -355,6 +365,7 @@ class JSDLoss(_Loss):
     name="distillation",
     function=distillation_loss,
     denominator=label_denominator,
+    positions=label_positions,
     denominator_arg="label",
     example=lambda n, g: (
         torch.randn(n, EXAMPLE_CLASSES, generator=g),

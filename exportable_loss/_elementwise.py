@@ -20,7 +20,14 @@ from exportable_loss._base import _Loss
 from exportable_loss._dispatch import primitive_path, use_triton
 from exportable_loss._numerics import softplus
 from exportable_loss._ops.pointwise import fused_pointwise
-from exportable_loss._reduction import DENOMINATOR_DTYPE, KL_REDUCTIONS, REDUCTIONS, every_element, reduce_loss
+from exportable_loss._reduction import (
+    DENOMINATOR_DTYPE,
+    KL_REDUCTIONS,
+    REDUCTIONS,
+    element_positions,
+    every_element,
+    reduce_loss,
+)
 from exportable_loss._registry import declare
 
 
@@ -417,6 +424,7 @@ def _pair(n: int, g: torch.Generator) -> Tuple[Tensor, ...]:
     name="bce_with_logits",
     function=binary_cross_entropy_with_logits,
     denominator=every_element,
+    positions=element_positions,
     kernel="pointwise",
     example=lambda n, g: (torch.randn(n, 3, generator=g), torch.rand(n, 3, generator=g)),
     example_options=(("pos_weight", torch.tensor([1.0, 2.0, 0.5])),),
@@ -488,7 +496,14 @@ class BCEWithLogitsLoss(_Loss):
         )
 
 
-@declare(name="mse", function=mse_loss, denominator=every_element, kernel="pointwise", example=_pair)
+@declare(
+    name="mse",
+    function=mse_loss,
+    denominator=every_element,
+    positions=element_positions,
+    kernel="pointwise",
+    example=_pair,
+)
 class MSELoss(_Loss):
     """Squared error, as ``torch.nn.MSELoss``.
 
@@ -537,7 +552,14 @@ class MSELoss(_Loss):
         return mse_loss(input, target, self.reduction, sample_weight, normalizer, self.backend)
 
 
-@declare(name="l1", function=l1_loss, denominator=every_element, kernel="pointwise", example=_pair)
+@declare(
+    name="l1",
+    function=l1_loss,
+    denominator=every_element,
+    positions=element_positions,
+    kernel="pointwise",
+    example=_pair,
+)
 class L1Loss(_Loss):
     """Absolute error, as ``torch.nn.L1Loss``.
 
@@ -590,6 +612,7 @@ class L1Loss(_Loss):
     name="smooth_l1",
     function=smooth_l1_loss,
     denominator=every_element,
+    positions=element_positions,
     kernel="pointwise",
     example=_pair,
     example_options=(("beta", 0.5),),
@@ -653,6 +676,7 @@ class SmoothL1Loss(_Loss):
     name="huber",
     function=huber_loss,
     denominator=every_element,
+    positions=element_positions,
     kernel="pointwise",
     example=_pair,
     example_options=(("delta", 0.5),),
@@ -707,6 +731,7 @@ class HuberLoss(_Loss):
     name="kl_div",
     function=kl_div,
     denominator=_kl_denominator,
+    positions=element_positions,
     kernel="pointwise",
     reductions=KL_REDUCTIONS,
     example=lambda n, g: (
@@ -772,6 +797,7 @@ class KLDivLoss(_Loss):
     name="focal",
     function=sigmoid_focal_loss,
     denominator=every_element,
+    positions=element_positions,
     kernel="pointwise",
     example=lambda n, g: (torch.randn(n, 3, generator=g), (torch.rand(n, 3, generator=g) > 0.5).float()),
 )

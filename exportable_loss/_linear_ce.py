@@ -8,66 +8,11 @@ from torch import Tensor
 
 from exportable_loss import _checks
 from exportable_loss._base import _Loss
-from exportable_loss._classification import class_denominator, cross_entropy
-from exportable_loss._dispatch import capturing, under_torch_func
+from exportable_loss._classification import class_denominator, class_positions, cross_entropy
+from exportable_loss._dispatch import chunked_linear
 from exportable_loss._ops.linear_cross_entropy import fused_linear_cross_entropy
 from exportable_loss._reduction import REDUCTIONS
 from exportable_loss._registry import EXAMPLE_CLASSES, declare, example_class_indices
-
-
-def _check(
-    input: Tensor,
-    linear_weight: Tensor,
-    target: Tensor,
-    linear_bias: Optional[Tensor],
-    chunk_size: Optional[int],
-) -> None:
-    _checks.check_floating("input", input)
-    _checks.check_floating("linear_weight", linear_weight)
-    if linear_weight.dim() != 2:
-        raise ValueError(f"linear_weight must have shape (C, H); got {tuple(linear_weight.shape)}")
-    if input.dim() == 0 or input.shape[-1] != linear_weight.shape[1]:
-        raise ValueError(
-            f"input must have shape (..., H) with H = linear_weight.shape[1] = {linear_weight.shape[1]}; "
-            f"got input {tuple(input.shape)}"
-        )
-    if input.dtype != linear_weight.dtype:
-        raise ValueError(f"input and linear_weight must have one dtype; got {input.dtype} and {linear_weight.dtype}")
-    _checks.check_device("linear_weight", linear_weight, input)
-    if linear_bias is not None:
-        _checks.check_device("linear_bias", linear_bias, input)
-        if tuple(linear_bias.shape) != (linear_weight.shape[0],):
-            raise ValueError(
-                f"linear_bias must have shape ({linear_weight.shape[0]},), one per class; "
-                f"got {tuple(linear_bias.shape)}"
-            )
-    _checks.check_chunk_size(chunk_size)
-    if target.is_floating_point():
-        positions = list(input.shape[:-1])
-        expected = tuple(positions[:1] + [linear_weight.shape[0]] + positions[1:])
-        kind = "class-probability target (class dimension at position 1)"
-    else:
-        expected = tuple(input.shape[:-1])
-        kind = "class-index target"
-    if tuple(target.shape) != expected:
-        raise ValueError(
-            f"{kind} must have shape {expected} for input {tuple(input.shape)} and linear_weight "
-            f"{tuple(linear_weight.shape)}; got target {tuple(target.shape)}"
-        )
-
-
-def _fused(input: Tensor, linear_weight: Tensor, target: Tensor) -> bool:
-    """Whether this call runs the chunked op: in eager mode and under torch.compile. Exported
-    graphs (TorchScript, torch.export, ONNX) hold the unfused form. So do a target that
-    requires grad (the op differentiates input and parameters only) and torch.func transforms
-    (the op has no batching rule)."""
-    if torch.jit.is_scripting():
-        return False
-    else:
-        compiling = torch.compiler.is_compiling() and not torch.compiler.is_exporting()
-        if not compiling and (capturing() or under_torch_func()):
-            return False
-        return input.dim() > 1 and not target.requires_grad
 
 
 def linear_cross_entropy(
@@ -131,10 +76,12 @@ def linear_cross_entropy(
         tensor(0.5159)
     """
     if not torch.jit.is_scripting():
-        _check(input, linear_weight, target, linear_bias, chunk_size)
-        _checks.check_reduction_args(reduction, input, input.dim() > 1, sample_weight, normalizer, REDUCTIONS)
+        _checks.check_linear_cross_entropy(input, linear_weight, target, linear_bias, chunk_size)
+        _checks.check_reduction_args(
+            reduction, input, input.dim() > 1, sample_weight, normalizer, REDUCTIONS, input.shape[:-1]
+        )
         _checks.check_backend(backend)
-    if not _fused(input, linear_weight, target):
+    if not chunked_linear(input, target):
         logits = F.linear(input, linear_weight, linear_bias)
         if logits.dim() > 2:
             # the class dimension to position 1 (permute: the ONNX exporters mistranslate movedim(-1, 1))
@@ -186,6 +133,7 @@ def _example(n: int, g: torch.Generator) -> Tuple[Tensor, ...]:
     name="linear_cross_entropy",
     function=linear_cross_entropy,
     denominator=class_denominator,
+    positions=class_positions,
     kernel="cross_entropy",
     example=_example,
     example_options=(("label_smoothing", 0.1), ("chunk_size", 4)),

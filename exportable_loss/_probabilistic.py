@@ -17,7 +17,7 @@ from exportable_loss import _checks
 from exportable_loss._base import _Loss
 from exportable_loss._dispatch import eager
 from exportable_loss._numerics import autocast_float32
-from exportable_loss._reduction import REDUCTIONS, every_element, every_row, reduce_loss
+from exportable_loss._reduction import REDUCTIONS, element_positions, every_element, every_row, reduce_loss
 from exportable_loss._registry import declare
 
 
@@ -161,7 +161,9 @@ def gaussian_nll_loss(
     if not torch.jit.is_scripting():
         _checks.check_backend(backend)
         _check_gaussian(input, target, var)
-        _checks.check_reduction_args(reduction, input, input.dim() > 0, sample_weight, normalizer, REDUCTIONS)
+        _checks.check_reduction_args(
+            reduction, input, input.dim() > 0, sample_weight, normalizer, REDUCTIONS, input.shape
+        )
         if isinstance(var, Tensor):
             if validate and var.device.type != "meta" and eager() and bool((var < 0).any()):
                 raise ValueError("var must be non-negative; it holds a negative entry")
@@ -384,6 +386,7 @@ def _signs(n: int, g: torch.Generator) -> Tensor:
     name="poisson_nll",
     function=poisson_nll_loss,
     denominator=every_element,
+    positions=element_positions,
     example=lambda n, g: (torch.randn(n, 3, generator=g), torch.poisson(torch.full((n, 3), 2.0), generator=g)),
     example_options=(("full", True),),
 )
@@ -454,6 +457,7 @@ class PoissonNLLLoss(_Loss):
     name="gaussian_nll",
     function=gaussian_nll_loss,
     denominator=every_element,
+    positions=element_positions,
     example=lambda n, g: (
         torch.randn(n, 3, generator=g),
         torch.randn(n, 3, generator=g),

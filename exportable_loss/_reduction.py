@@ -6,7 +6,7 @@ module applies the sample weights and reduces, as the Reductions section of docs
 says.
 """
 
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +26,14 @@ def _safe_divide(total: Tensor, denominator: Tensor) -> Tensor:
     return torch.where(zero, torch.zeros_like(total), total / torch.where(zero, 1.0, denominator))
 
 
+def sample_weights_like(sample_weight: Tensor, loss: Tensor) -> Tensor:
+    """``sample_weight`` broadcastable to ``loss``: one weight per position (the loss's shape)
+    as it is, one per sample (``(N,)``) over every non-batch dimension."""
+    if sample_weight.dim() == loss.dim():
+        return sample_weight
+    return sample_weight.reshape([-1] + [1] * (loss.dim() - 1))
+
+
 def reduce_loss(
     loss: Tensor,
     reduction: str,
@@ -41,7 +49,8 @@ def reduce_loss(
         loss: element-wise loss ``l``, shape ``(N, ...)`` or 0-dim for an unbatched input, with
             positions that do not count already set to exactly 0.
         reduction: ``"none"``, ``"per_sample"``, ``"mean"``, ``"sum"`` or ``"batchmean"``.
-        sample_weight: ``(N,)`` weights, broadcast over every non-batch dimension.
+        sample_weight: ``(N,)`` weights, broadcast over every non-batch dimension, or one weight
+            per position (``loss``'s shape).
         normalizer: 0-dim denominator for ``"mean"``/``"batchmean"``; no gradient flows into it.
         valid: boolean mask of the positions that count (``ignore_index``); ``None``: all count.
         position_weight: the denominator weight of each position for ``"mean"`` (a class weight,
@@ -57,7 +66,7 @@ def reduce_loss(
     batched = loss.dim() > 0
     s: Optional[Tensor] = None
     if sample_weight is not None:
-        s = sample_weight.reshape([-1] + [1] * (loss.dim() - 1))
+        s = sample_weights_like(sample_weight, loss)
         if total is None:
             # A zero-weight sample contributes exactly 0, even where its loss is NaN or Inf.
             loss = torch.where(s != 0, loss * s, torch.zeros_like(loss))
@@ -69,6 +78,10 @@ def reduce_loss(
             return loss.to(out_dtype)
         dims: List[int] = list(range(1, loss.dim()))
         per_sample_total = loss.sum(dim=dims, dtype=acc)
+        if s is not None and sample_weight is not None and sample_weight.dim() > 1:
+            # weights per position: each sample's weighted mean over its counted positions
+            counted = s.to(acc) if valid is None else torch.where(valid, s.to(acc), torch.zeros_like(s, dtype=acc))
+            return _safe_divide(per_sample_total, counted.sum(dim=dims, dtype=acc)).to(out_dtype)
         if valid is None:
             count = loss.numel() // loss.shape[0] if loss.shape[0] > 0 else 1
             return (per_sample_total / max(count, 1)).to(out_dtype)
@@ -108,7 +121,7 @@ def reduction_coefficients(
     acc = accumulation_dtype(loss.dtype)
     c = torch.ones(loss.shape, dtype=acc, device=loss.device)
     if sample_weight is not None:
-        c = c * sample_weight.to(acc).reshape([-1] + [1] * (loss.dim() - 1))
+        c = c * sample_weights_like(sample_weight, loss).to(acc)
     if valid is not None:
         c = torch.where(valid, c, torch.zeros_like(c))
     if reduction == "sum":
@@ -131,13 +144,14 @@ def mean_denominator(
     dtype: Optional[torch.dtype] = None,
 ) -> Tensor:
     """What ``reduction="mean"`` divides by: the position weights (class weights of the
-    counted targets, or 1 per counted position) times the sample weights, summed; without
-    either, the element count. ``loss`` gives only the shape (and the default dtype).
+    counted targets, or 1 per counted position) times the sample weights (per sample or per
+    position), summed; without either, the element count. ``loss`` gives only the shape (and
+    the default dtype).
     """
     acc = accumulation_dtype(loss.dtype) if dtype is None else dtype
     s: Optional[Tensor] = None
     if sample_weight is not None:
-        s = sample_weight.reshape([-1] + [1] * (loss.dim() - 1)).to(acc)
+        s = sample_weights_like(sample_weight, loss).to(acc)
     if position_weight is None and valid is not None:
         position_weight = valid
     if position_weight is not None:
@@ -146,9 +160,14 @@ def mean_denominator(
             w = w * s
         return w.sum(dtype=acc)
     if s is not None:
-        per_sample_count = loss.numel() // loss.shape[0] if loss.shape[0] > 0 else 1
+        per_sample_count = loss.numel() // max(s.numel(), 1) if loss.shape[0] > 0 else 1
         return s.sum(dtype=acc) * per_sample_count
     return torch.full((), loss.numel(), dtype=acc, device=loss.device)
+
+
+def element_positions(module: nn.Module, target: Tensor) -> Tuple[int, ...]:
+    """The positions of a loss whose element-wise term has ``target``'s shape."""
+    return tuple(target.shape)
 
 
 def every_element(

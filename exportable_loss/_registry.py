@@ -18,6 +18,8 @@ from exportable_loss._reduction import REDUCTIONS
 
 # (module, target, sample_weight, num_classes) -> the 0-dim float64 denominator of reduction="mean"
 Denominator = Callable[[nn.Module, Tensor, Optional[Tensor], Optional[int]], Tensor]
+# (module, target) -> the shape of the loss's positions, where a sample_weight may hold one weight each
+Positions = Callable[[nn.Module, Tensor], Tuple[int, ...]]
 # (batch, generator) -> the tensors forward takes before sample_weight
 Example = Callable[[int, torch.Generator], Tuple[Tensor, ...]]
 
@@ -38,6 +40,10 @@ class LossSpec:
             target does not show them). Raises ``ValueError`` where the mean cannot be split
             across micro-batches.
         denominator_arg: the forward argument ``denominator`` reads.
+        positions: for a loss whose ``sample_weight`` may also hold one weight per position (of
+            its ``"none"`` result, as a token of a ``(B, T)`` target): that shape, from the
+            module and its ``denominator_arg`` tensor; None where it takes one weight per sample
+            only.
         kernel: the Triton kernel module in ``triton_kernels/`` behind ``backend="triton"``, or
             None where every backend runs the PyTorch code.
         example: example tensors of any batch size (the CLI, the compatibility matrix).
@@ -52,6 +58,7 @@ class LossSpec:
     example: Example
     reductions: Tuple[str, ...] = REDUCTIONS
     denominator_arg: str = "target"
+    positions: Optional[Positions] = None
     kernel: Optional[str] = None
     example_options: Tuple[Tuple[str, object], ...] = ()
     batched: Optional[Tuple[int, ...]] = None

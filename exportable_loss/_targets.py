@@ -1,10 +1,19 @@
-"""Class-index targets: which positions count, their class weights, and the NLL gathered at
-them. Shared by cross entropy, NLL, the fused ops, distillation and the distributed denominator."""
+"""Class-index targets: which positions count, their class weights, the NLL gathered at them, and
+the causal language model's shift. Shared by cross entropy, NLL, the fused ops, distillation and
+the distributed denominator."""
 
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
+
+
+def class_dimension(input_dim: int, class_dim: int) -> int:
+    """The class dimension of logits with ``input_dim`` dimensions: 0 unbatched, else
+    ``class_dim`` (1, or -1 for classes last) as a non-negative index."""
+    if input_dim == 1:
+        return 0
+    return 1 if class_dim == 1 else input_dim - 1
 
 
 def counted_targets(
@@ -28,14 +37,15 @@ def counted_targets(
 
 
 def class_terms(
-    logp: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int
+    logp: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int, class_dim: int = 1
 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
-    """NLL at class-index targets: (class-weighted nll, counted-position mask, target weights).
+    """NLL at class-index targets: (class-weighted nll, counted-position mask, target weights),
+    the classes of ``logp`` at ``class_dim`` (1 or -1).
 
     An index outside [0, C) that is not ignore_index gives NaN: never an out-of-bounds read or
     a device-side assert.
     """
-    class_dim = 0 if logp.dim() == 1 else 1
+    class_dim = class_dimension(logp.dim(), class_dim)
     num_classes = logp.shape[class_dim]
     target = target.long()
     if weight is not None:
@@ -46,3 +56,19 @@ def class_terms(
         nll = nll * target_weight
     nll = torch.where(in_range | ~valid, nll, torch.full_like(nll, float("nan")))
     return nll, valid, target_weight
+
+
+def shift_labels(labels: Tensor, ignore_index: int = -100) -> Tensor:
+    """The targets of a causal language model: position ``t`` predicts ``labels[..., t + 1]``.
+
+    Returns ``labels`` shifted left by one along the last dimension, the last position set to
+    ``ignore_index``, as Hugging Face's ``ForCausalLMLoss`` does: the logits stay as they are (no
+    copy of the largest tensor), the last position does not count. Shift per-position sample
+    weights the same way with ``ignore_index=0``.
+
+    Examples:
+        >>> shift_labels(torch.tensor([[5, 6, 7, -100]]))
+        tensor([[   6,    7, -100, -100]])
+    """
+    end = torch.full_like(labels[..., :1], ignore_index)
+    return torch.cat([labels[..., 1:], end], -1)

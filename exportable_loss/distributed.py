@@ -18,14 +18,32 @@ exactly the single-process gradient of the full step's mean. Nothing leaves the 
 ``.item()``, no host synchronisation.
 """
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from exportable_loss._classification import CrossEntropyLoss
+from exportable_loss._linear_ce import FusedLinearCrossEntropyLoss
 from exportable_loss._reduction import DENOMINATOR_DTYPE
 from exportable_loss._registry import spec_of
+from exportable_loss._vocab_parallel import (
+    all_reduce_gradient,
+    vocab_parallel_cross_entropy,
+    vocab_parallel_linear_cross_entropy,
+)
+
+__all__ = [
+    "denominator",
+    "step_normalizer",
+    "logged_loss",
+    "VocabParallelCrossEntropyLoss",
+    "VocabParallelLinearCrossEntropyLoss",
+    "vocab_parallel_cross_entropy",
+    "vocab_parallel_linear_cross_entropy",
+    "all_reduce_gradient",
+]
 
 
 def denominator(
@@ -46,7 +64,8 @@ def denominator(
             ``target`` for most losses, ``label`` for ``JSDLoss`` and ``DistillationLoss`` (or
             their ``target`` when they are called without a label), ``anchor`` for
             ``TripletMarginLoss``.
-        sample_weight: its ``(N,)`` sample weights, if the loss call passes them.
+        sample_weight: its sample weights, if the loss call passes them: ``(N,)``, or one per
+            position for a loss that takes those (its declaration's ``positions``).
         num_classes: the input's number of classes, needed only where the target does not show
             it (``DiceLoss``/``TverskyLoss`` with class-index targets).
 
@@ -63,10 +82,13 @@ def denominator(
     spec = spec_of(loss_fn)
     if sample_weight is not None:
         batch = target.shape[0] if target.dim() > 0 else None
-        if batch is None or tuple(sample_weight.shape) != (batch,):
+        positions = spec.positions(loss_fn, target) if spec.positions is not None else None
+        per_position = positions is not None and len(positions) > 1 and tuple(sample_weight.shape) == positions
+        if not per_position and (batch is None or tuple(sample_weight.shape) != (batch,)):
+            alternative = "" if positions is None or len(positions) < 2 else f" or {positions}, one per position"
             raise ValueError(
                 f"sample_weight must have shape ({batch},), one weight per sample of {spec.denominator_arg} "
-                f"{tuple(target.shape)}; got {tuple(sample_weight.shape)}"
+                f"{tuple(target.shape)}{alternative}; got {tuple(sample_weight.shape)}"
             )
     total = spec.denominator(loss_fn, target, sample_weight, num_classes)
     return total.to(DENOMINATOR_DTYPE)
@@ -141,3 +163,147 @@ def logged_loss(
         if average_across_ranks:
             total = total / dist.get_world_size(process_group)
     return total
+
+
+# ---------------------------------------------------------------- vocabulary parallelism
+
+
+class VocabParallelCrossEntropyLoss(CrossEntropyLoss):
+    """[CrossEntropyLoss][exportable_loss.losses.CrossEntropyLoss] of logits sharded over the
+    vocabulary across the ranks of ``process_group`` (tensor parallelism).
+
+    Rank ``r`` of ``P`` passes the logits of the classes ``[r * V_local, (r + 1) * V_local)``;
+    targets (class indices) and ``weight`` are those of the whole vocabulary. Every rank gets the
+    loss of the whole logits and its slice of their gradient; the functional twin is
+    [vocab_parallel_cross_entropy][exportable_loss.distributed.vocab_parallel_cross_entropy].
+    Where the logits come from hidden states every rank holds whole, pass those through
+    [all_reduce_gradient][exportable_loss.distributed.all_reduce_gradient] first. Its ``"mean"``
+    divides by what ``CrossEntropyLoss``'s does: [denominator][exportable_loss.distributed.denominator]
+    and [step_normalizer][exportable_loss.distributed.step_normalizer] take it as they take that one.
+
+    Args:
+        process_group: the ranks the vocabulary is sharded over (default: the world; a single
+            process without an initialised process group).
+        **options: every option of ``CrossEntropyLoss`` (``weight`` of the whole vocabulary,
+            ``ignore_index``, ``reduction``, ``label_smoothing``, ``z_loss``, ``logit_softcap``,
+            ``validate``, ``backend``, ``class_dim``) but ``inplace_backward``.
+
+    Examples:
+        >>> loss = VocabParallelCrossEntropyLoss(label_smoothing=0.1)  # one process: every class
+        >>> loss(torch.tensor([[2.0, 0.5, -1.0]]), torch.tensor([0]))
+        tensor(0.3913)
+    """
+
+    def __init__(self, process_group: Optional[dist.ProcessGroup] = None, **options: Any) -> None:
+        if options.get("inplace_backward"):
+            raise ValueError("inplace_backward is not supported by VocabParallelCrossEntropyLoss; got True")
+        super().__init__(**options)
+        self.process_group = process_group
+
+    def forward(
+        self,
+        input: Tensor,
+        target: Tensor,
+        sample_weight: Optional[Tensor] = None,
+        normalizer: Optional[Tensor] = None,
+    ) -> Tensor:
+        """The loss of this rank's logits ``input`` against ``target``.
+
+        Args:
+            input: this rank's logits ``(V_local,)``, ``(N, V_local)`` or ``(N, V_local, d1, ..., dk)``
+                (``(N, d1, ..., dk, V_local)`` with ``class_dim=-1``).
+            target: class indices of the whole vocabulary, the same on every rank; or class
+                probabilities of this rank's classes (``input``'s shape).
+            sample_weight: optional ``(N,)`` weights, one per sample.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``.
+
+        Returns:
+            The loss of the whole vocabulary, the same on every rank, shaped as
+            ``CrossEntropyLoss``'s.
+        """
+        return vocab_parallel_cross_entropy(
+            input,
+            target,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+            sample_weight=sample_weight,
+            normalizer=normalizer,
+            z_loss=self.z_loss,
+            logit_softcap=self.logit_softcap,
+            validate=self.validate,
+            backend=self.backend,
+            class_dim=self.class_dim,
+            process_group=self.process_group,
+        )
+
+
+class VocabParallelLinearCrossEntropyLoss(FusedLinearCrossEntropyLoss):
+    """[FusedLinearCrossEntropyLoss][exportable_loss.losses.FusedLinearCrossEntropyLoss] with the
+    classifier sharded over the vocabulary across the ranks of ``process_group``.
+
+    Rank ``r`` of ``P`` passes the whole hidden states and the classifier rows (and bias) of the
+    classes ``[r * V_local, (r + 1) * V_local)``. Every rank gets the loss of the whole
+    classifier, its slices of the classifier's and bias's gradients, and the whole hidden states'
+    gradient (summed over the ranks in the backward). The functional twin is
+    [vocab_parallel_linear_cross_entropy][exportable_loss.distributed.vocab_parallel_linear_cross_entropy].
+
+    Args:
+        process_group: the ranks the vocabulary is sharded over (default: the world; a single
+            process without an initialised process group).
+        **options: every option of ``FusedLinearCrossEntropyLoss`` (``weight`` of the whole
+            vocabulary, ``ignore_index``, ``reduction``, ``label_smoothing``, ``z_loss``,
+            ``logit_softcap``, ``chunk_size``, ``backend``).
+
+    Examples:
+        >>> loss = VocabParallelLinearCrossEntropyLoss(reduction="sum")  # one process
+        >>> loss(torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([1]))
+        tensor(2.1269)
+    """
+
+    def __init__(self, process_group: Optional[dist.ProcessGroup] = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.process_group = process_group
+
+    def forward(
+        self,
+        input: Tensor,
+        linear_weight: Tensor,
+        target: Tensor,
+        linear_bias: Optional[Tensor] = None,
+        sample_weight: Optional[Tensor] = None,
+        normalizer: Optional[Tensor] = None,
+    ) -> Tensor:
+        """The loss of ``input @ linear_weight.T + linear_bias`` against ``target``.
+
+        Args:
+            input: hidden states ``(H,)``, ``(N, H)`` or ``(N, d1, ..., dk, H)``, the same on every rank.
+            linear_weight: this rank's classifier rows ``(V_local, H)``.
+            target: class indices of the whole vocabulary, the same on every rank; or class
+                probabilities of this rank's classes (class dimension at position 1).
+            linear_bias: optional ``(V_local,)`` bias of this rank's classes.
+            sample_weight: optional ``(N,)`` weights, one per sample.
+            normalizer: optional 0-dim tensor replacing the denominator of ``"mean"``.
+
+        Returns:
+            The loss of the whole vocabulary, the same on every rank, shaped as
+            ``FusedLinearCrossEntropyLoss``'s.
+        """
+        return vocab_parallel_linear_cross_entropy(
+            input,
+            linear_weight,
+            target,
+            linear_bias=linear_bias,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+            sample_weight=sample_weight,
+            normalizer=normalizer,
+            z_loss=self.z_loss,
+            logit_softcap=self.logit_softcap,
+            chunk_size=self.chunk_size,
+            backend=self.backend,
+            process_group=self.process_group,
+        )

@@ -72,6 +72,15 @@ def _ce_ref(weight, ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=
     return ref
 
 
+def _class_last(ref):
+    """A class-dimension-1 reference applied to logits with the classes last."""
+
+    def moved(x: Tensor, t: Tensor):
+        return ref(x.movedim(-1, 1), t.movedim(-1, 1) if t.is_floating_point() else t)
+
+    return moved
+
+
 def _nn_elementwise(fn: Callable[..., Tensor]):
     def ref(x: Tensor, t: Tensor):
         return fn(x.double(), t.double()), None, None
@@ -133,6 +142,12 @@ CASES: Dict[str, Case] = {
             ),
             _ce_ref(W5, label_smoothing=0.1),
             twin=lambda r: nn.CrossEntropyLoss(W5, reduction=r, label_smoothing=0.1),
+        ),
+        Case(
+            "ce_class_last",  # (N, T, C) logits, as a language model's
+            lambda r, **kw: el.CrossEntropyLoss(W5, reduction=r, label_smoothing=0.1, z_loss=0.01, class_dim=-1, **kw),
+            lambda n, g: (torch.randn(n, 3, C, generator=g) * 2, _class_target(n, g, 3)),
+            _class_last(_ce_ref(W5, label_smoothing=0.1, z_loss=0.01)),
         ),
         Case(
             "ce_zloss_softcap",
@@ -225,13 +240,24 @@ CASES: Dict[str, Case] = {
 
 
 def make_inputs(case: Case, n: int, seed: int = 0, weighting: str = "plain"):
-    """(*data[, sample_weight[, normalizer]]) for batch size n; ``case.grad_args`` require grad."""
+    """(*data[, sample_weight[, normalizer]]) for batch size n; ``case.grad_args`` require grad.
+    ``"position_weight"``: one sample weight per position (the shape of the loss's positions)."""
     g = torch.Generator().manual_seed(seed * 1000 + n)
     data = tuple(case.inputs(n, g))
     for i in case.grad_args:
         data[i].requires_grad_(True)
     if weighting == "plain":
         return data
+    if weighting == "position_weight":
+        with torch.no_grad():
+            positions = case.make("none")(*data).shape
+        # in [0.5, 1.5): a weighted mean's gradient by a weight cancels to 0 where one position
+        # counts, up to rounding in units of loss / weight
+        s = torch.rand(positions, generator=g) + 0.5
+        if n > 2:
+            s[1] = 0.0  # a zero-weight sample counts for nothing
+            s.view(n, -1)[2, ::2] = 0.0  # nor do zero-weight positions
+        return (*data, s)
     s = torch.rand(n, generator=g) * 2
     if n > 1:
         s[1] = 0.0  # a zero-weight sample counts for nothing
@@ -248,15 +274,21 @@ def spec_reduce(
     valid: Optional[Tensor] = None,
     position_weight: Optional[Tensor] = None,
 ) -> Tensor:
-    """The Reductions of docs/semantics.md, written out in float64 with loops: the independent reference."""
+    """The Reductions of docs/semantics.md, written out in float64 with loops: the independent
+    reference. ``s`` is ``(N,)`` or one weight per position (``l``'s shape)."""
     l = l.double()
     n = l.shape[0]
     s = torch.ones(n, dtype=torch.float64) if s is None else s.double()
+    per_position = s.dim() > 1
     valid = torch.ones_like(l, dtype=torch.bool) if valid is None else valid
     pw = valid.double() if position_weight is None else position_weight.double()
     weighted = torch.stack([torch.where(s[i] != 0, s[i] * l[i], torch.zeros_like(l[i])) for i in range(n)])
     if reduction == "none":
         return weighted
+    if reduction == "per_sample" and per_position:  # each sample's weighted mean over its counted positions
+        counted = [(s[i] * valid[i].double()).sum() for i in range(n)]
+        zero = torch.zeros((), dtype=torch.float64)
+        return torch.stack([zero if counted[i] == 0 else weighted[i].sum() / counted[i] for i in range(n)])
     if reduction == "per_sample":
         return torch.stack([weighted[i].sum() / max(1, int(valid[i].sum())) for i in range(n)])
     total = weighted.sum()
@@ -267,7 +299,7 @@ def spec_reduce(
     elif reduction == "batchmean":
         d = torch.tensor(float(n), dtype=torch.float64)
     else:
-        d = sum(s[i] * pw[i].sum() for i in range(n))
+        d = sum((s[i] * pw[i]).sum() for i in range(n))
     return torch.zeros((), dtype=torch.float64) if d == 0 else total / d
 
 
@@ -311,16 +343,24 @@ def cast(tensors, dtype: torch.dtype):
     return tuple(t.detach().to(dtype).requires_grad_(t.requires_grad) if t.is_floating_point() else t for t in tensors)
 
 
-WEIGHTINGS = ("plain", "sample_weight", "normalizer")
+WEIGHTINGS = ("plain", "sample_weight", "normalizer", "position_weight")
+
+
+def takes_position_weights(case: Case) -> bool:
+    """Whether the case's loss declares per-position sample weights (its ``positions``)."""
+    return loss_spec(case).positions is not None
 
 
 def combos(names=None):
-    """Every (case, reduction, weighting) the semantics define; normalizer only with mean/batchmean."""
+    """Every (case, reduction, weighting) the semantics define; normalizer only with
+    mean/batchmean, per-position weights only for the losses that declare them."""
     out = []
     for case in CASES.values() if names is None else [CASES[n] for n in names]:
         for reduction in case.reductions:
             for weighting in WEIGHTINGS:
                 if weighting == "normalizer" and reduction not in ("mean", "batchmean"):
+                    continue
+                if weighting == "position_weight" and not takes_position_weights(case):
                     continue
                 out.append((case, reduction, weighting))
     return out
@@ -339,11 +379,14 @@ PATH_WEIGHTING = {
 
 
 def path_combos():
-    """The (case, reduction, weighting) triples that compile, export and ONNX tests run."""
+    """The (case, reduction, weighting) triples that compile, export and ONNX tests run; the
+    representative cases take per-position weights with the reductions that read them apart
+    (``per_sample``'s weighted means, ``mean``'s weighted count)."""
     return [
         (case, reduction, weighting)
         for case, reduction, weighting in combos()
-        if case.name in REPRESENTATIVE or PATH_WEIGHTING.get(reduction) == weighting
+        if (case.name in REPRESENTATIVE and (weighting != "position_weight" or reduction in ("per_sample", "mean")))
+        or PATH_WEIGHTING.get(reduction) == weighting
     ]
 
 

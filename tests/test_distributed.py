@@ -154,7 +154,7 @@ def test_step_normalizer_single_process_and_argument_errors():
 
 # ---------------------------------------------------------------- every loss of the library
 
-from cases import CASES, cast, loss_spec, make_inputs  # noqa: E402
+from cases import CASES, cast, loss_spec, make_inputs, takes_position_weights  # noqa: E402
 
 from exportable_loss._registry import specs  # noqa: E402
 
@@ -202,18 +202,22 @@ def _micro_batch_case(case, reduction, data, s):
 @pytest.mark.parametrize("name", list(CASES))
 def test_micro_batches_with_step_normalizer_sum_to_the_whole_batch(name):
     """For every loss: micro-batches of 2, 3 and 4 samples with their own ignore patterns and
-    sample weights (zeros included), each divided by the step's denominator, sum to the loss of
-    the whole batch, and their gradients to its gradients (float64, so exact up to rounding)."""
+    sample weights (zeros included; one per position too where the loss takes those), each
+    divided by the step's denominator, sum to the loss of the whole batch, and their gradients
+    to its gradients (float64, so exact up to rounding)."""
     case = CASES[name]
     data = cast(make_inputs(case, 9, seed=5), torch.float64)
     s = torch.rand(9, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2
     s[3] = 0.0
-    for reduction in _mean_variants(case):
+    weights = [s]
+    if takes_position_weights(case):
+        weights.append(make_inputs(case, 9, seed=5, weighting="position_weight")[-1].double())
+    for reduction, w in [(r, w) for r in _mean_variants(case) for w in weights]:
         if getattr(case.make(reduction), "per_image", True) is False:
             with pytest.raises(ValueError, match="per_image=False"):
-                _micro_batch_case(case, reduction, data, s)
+                _micro_batch_case(case, reduction, data, w)
             continue
-        (whole, whole_grads), (acc, acc_grads) = _micro_batch_case(case, reduction, data, s)
+        (whole, whole_grads), (acc, acc_grads) = _micro_batch_case(case, reduction, data, w)
         torch.testing.assert_close(acc, whole, rtol=1e-10, atol=1e-12)
         for got, want in zip(acc_grads, whole_grads):
             torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)

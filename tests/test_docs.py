@@ -13,6 +13,9 @@ from exportable_loss._registry import specs
 # the loss families (from the declarations) and the other modules with examples
 MODULES = sorted({spec.module.__module__ for spec in specs().values()}) + [
     "exportable_loss.distributed",
+    "exportable_loss._vocab_parallel",
+    "exportable_loss._targets",
+    "exportable_loss.integrations.transformers",
     "exportable_loss.export.api",
     "exportable_loss.export.step",
     "exportable_loss.export.onnx",

@@ -80,9 +80,17 @@ def test_mismatched_shapes_raise_instead_of_broadcasting(name):
 def test_class_target_checks():
     x = torch.zeros(6, 5, 3, device="meta")
     with pytest.raises(
-        ValueError, match=r"class-index target must have shape \(6, 3\) for input \(6, 5, 3\); got target \(6, 5\)"
-    ):
+        ValueError,
+        match=r"class-index target must have shape \(6, 3\) for input \(6, 5, 3\) \(classes at dim 1\); "
+        r"got target \(6, 5\); for logits with the classes last \(3 classes\), pass class_dim=-1",
+    ):  # (B, T, V) logits with the default class_dim: the message says what to do
         el.CrossEntropyLoss()(x, torch.zeros(6, 5, dtype=torch.long, device="meta"))
+    with pytest.raises(ValueError, match=r"class-index target must have shape \(6, 5\) .*\(classes at dim 2\)"):
+        el.CrossEntropyLoss(class_dim=-1)(x, torch.zeros(6, 3, dtype=torch.long, device="meta"))
+    with pytest.raises(ValueError, match=r"class_dim must be 1 \(logits \(N, C, ...\)\) or -1 .*; got 2"):
+        el.CrossEntropyLoss(class_dim=2)
+    with pytest.raises(ValueError, match=r"class_dim must be 1 .*; got 0"):
+        el.functional.cross_entropy(x, torch.zeros(6, 3, dtype=torch.long, device="meta"), class_dim=0)
     with pytest.raises(ValueError, match=r"class-probability target must have the input's shape \(6, 5, 3\); got"):
         el.CrossEntropyLoss()(x, torch.zeros(6, 3, device="meta"))
     with pytest.raises(ValueError, match=r"weight must have shape \(5,\), one weight per class .*got \(4,\)"):

@@ -43,3 +43,17 @@ def test_ddp_gradient_accumulation_example_with_torchrun():
     assert len(steps) == 3
     for logged, reference, diff in steps:
         assert abs(float(logged) - float(reference)) < 2e-6 and float(diff) < 1e-6
+
+
+def test_vocab_parallel_example_with_torchrun():
+    """2 CPU processes, the vocabulary split between them: the loss of the whole vocabulary and the
+    single-process parameters after every step (the linear form; the logits form is the same
+    check in tests/test_vocab_parallel.py)."""
+    out = _run(
+        "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "export_scripts/vocab_parallel_lm.py", "--steps", "2",
+    )  # fmt: skip
+    steps = re.findall(r"loss (\S+) \(single process, whole vocabulary: (\S+)\); max parameter difference (\S+)", out)
+    assert len(steps) == 2
+    for logged, reference, diff in steps:
+        assert abs(float(logged) - float(reference)) < 2e-6 and float(diff) < 1e-6

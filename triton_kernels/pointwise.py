@@ -168,6 +168,12 @@ def pointwise_backward_kernel(
     tl.store(gx_ptr + offs, grad.to(gx_ptr.dtype.element_ty), mask=mask)
 
 
+def _elements_per_weight(x, sample_weight):
+    """The elements one sample weight covers: those of a sample, or 1 for a weight per element."""
+    weights = sample_weight.numel() if sample_weight is not None else (x.shape[0] if x.dim() > 0 else 1)
+    return max(x.numel() // max(weights, 1), 1)
+
+
 def _launch_args(x):
     block = BLOCK_CUDA if x.device.type == "cuda" else BLOCK_INTERPRETER
     return block, (triton.cdiv(x.numel(), block),)
@@ -177,7 +183,7 @@ def pointwise_forward(x, y, sample_weight, weight, pos_weight, kind: str, p1: fl
     """``sum(s * l)`` as a 0-dim float32 tensor when ``reduce``, else ``l`` in ``x``'s dtype.
 
     ``x``, ``y``, ``weight`` and ``pos_weight`` are contiguous and of one shape; ``sample_weight``
-    is ``(N,)`` for ``x.shape[0] == N``.
+    is ``(N,)`` for ``x.shape[0] == N``, or one weight per element (contiguous, ``x``'s shape).
     """
     n = x.numel()
     block, grid = _launch_args(x)
@@ -191,7 +197,7 @@ def pointwise_forward(x, y, sample_weight, weight, pos_weight, kind: str, p1: fl
             pos_weight if pos_weight is not None else x,
             out,
             n,
-            max(n // max(x.shape[0], 1), 1) if x.dim() > 0 else 1,
+            _elements_per_weight(x, sample_weight),
             p1,
             p2,
             KIND=KINDS[kind],
@@ -220,7 +226,7 @@ def pointwise_backward(grad, x, y, sample_weight, weight, pos_weight, kind: str,
             pos_weight if pos_weight is not None else x,
             gx,
             n,
-            max(n // max(x.shape[0], 1), 1) if x.dim() > 0 else 1,
+            _elements_per_weight(x, sample_weight),
             p1,
             p2,
             KIND=KINDS[kind],

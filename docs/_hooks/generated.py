@@ -1,5 +1,5 @@
 """MkDocs hook: tables generated from the losses' declarations (``LossSpec``), so the pages
-cannot fall behind the code. A page asks for one with a marker comment on its own line:
+cannot fall behind the code. A page asks for one with a marker comment:
 
     <!-- generated: losses -->
 """
@@ -22,7 +22,15 @@ def losses_table() -> str:
     return "\n".join(rows)
 
 
-TABLES = {"<!-- generated: losses -->": losses_table}
+def position_weight_losses() -> str:
+    """The losses whose ``sample_weight`` may hold one weight per position (``LossSpec.positions``)."""
+    return ", ".join(f"`{spec.function.__name__}`" for spec in specs().values() if spec.positions is not None)
+
+
+TABLES = {
+    "<!-- generated: losses -->": losses_table,
+    "<!-- generated: position-weight losses -->": position_weight_losses,
+}
 
 
 def on_page_markdown(markdown: str, **kwargs: object) -> str:

@@ -219,14 +219,20 @@ def fused_cross_entropy(
     z_loss: float,
     logit_softcap: Optional[float],
     inplace_backward: bool,
+    class_dim: int = 1,
 ) -> Tensor:
-    """Cross entropy through the fused op (arguments checked already), then the reduction."""
+    """Cross entropy through the fused op (arguments checked already), then the reduction.
+    Classes last (``class_dim=-1``) are moved to dim 1 as a view: the op reads the logits
+    through their strides, so no layout takes a copy."""
     if not torch.jit.is_scripting():
         check_fused_grads(target, sample_weight)
         inplace_backward = inplace_backward and not torch.compiler.is_compiling()
     unbatched = input.dim() == 1
     x = input.unsqueeze(0) if unbatched else input
     t = target.unsqueeze(0) if unbatched else target
+    if class_dim != 1 and x.dim() > 2:
+        x = x.movedim(-1, 1)
+        t = t.movedim(-1, 1) if t.is_floating_point() else t
     n, num_classes = x.shape[0], x.shape[1]
     spatial = 1
     for size in x.shape[2:]:
@@ -234,9 +240,9 @@ def fused_cross_entropy(
     x3 = x.reshape(n, num_classes, spatial)
     probabilities = t.is_floating_point()
     if probabilities:
-        # the kernel walks target and logits with one set of strides
-        x3 = x3.contiguous()
-        t3 = t.reshape(n, num_classes, spatial).contiguous()
+        t3 = t.reshape(n, num_classes, spatial)
+        if t3.stride() != x3.stride():  # the kernel walks target and logits with one set of strides
+            x3, t3 = x3.contiguous(), t3.contiguous()
     else:
         t3 = t.reshape(n, spatial).long().contiguous()
     rows, _, _ = torch.ops.exportable_loss.cross_entropy_rows(

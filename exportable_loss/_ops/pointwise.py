@@ -15,7 +15,7 @@ from torch import Tensor
 from exportable_loss import triton_kernels as tk
 from exportable_loss._checks import check_choice, check_fused_grads
 from exportable_loss._ops import forbid_double_backward
-from exportable_loss._reduction import reduce_loss
+from exportable_loss._reduction import reduce_loss, sample_weights_like
 
 
 def _focal(x: Tensor, y: Tensor, alpha: float, gamma: float) -> Tensor:
@@ -54,7 +54,7 @@ def _reference(
 
 def _weighted_sum(loss: Tensor, sample_weight: Optional[Tensor]) -> Tensor:
     if sample_weight is not None:
-        s = sample_weight.float().reshape([-1] + [1] * (loss.dim() - 1))
+        s = sample_weights_like(sample_weight, loss).float()
         loss = torch.where(s != 0, loss * s, torch.zeros_like(loss))
     return loss.sum()
 
