@@ -17,7 +17,7 @@ tensor-parallel region" does). Under ``torch.compile`` the collectives are
 initialised process group there is one rank.
 """
 
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple, cast
 
 import torch
 import torch.distributed as dist
@@ -419,7 +419,8 @@ def dtensor_cross_entropy(
     from torch.distributed.tensor import Shard
 
     dim = class_dimension(input.dim(), class_dim)
-    mesh, placements = input.device_mesh, tuple(input.placements)
+    sharded: Any = input  # a DTensor (torch's stubs type it as a Tensor)
+    mesh, placements = sharded.device_mesh, tuple(sharded.placements)
     if mesh.ndim != 1 or placements != (Shard(dim),):
         raise ValueError(
             f"a DTensor input must be sharded on its class dimension {dim} over a 1-D device mesh "
@@ -429,10 +430,10 @@ def dtensor_cross_entropy(
     rank, size = _rank_and_size(group)
     num_classes = input.shape[dim]
     chunk = -(-num_classes // size)
-    local = input.to_local()
-    target = target.to_local() if is_dtensor(target) else target
+    local = sharded.to_local()
+    target = cast(Any, target).to_local() if is_dtensor(target) else target
     if sample_weight is not None and is_dtensor(sample_weight):
-        sample_weight = sample_weight.to_local()
+        sample_weight = cast(Any, sample_weight).to_local()
     input, target = _checks.prepare_class(
         local, target, weight, ignore_index, reduction, sample_weight, normalizer, validate, backend, class_dim,
         num_classes=num_classes,

@@ -17,7 +17,7 @@ mean. Needs the ``hf`` extra (``pip install exportable-loss[hf]``); importing th
 import transformers.
 """
 
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -129,7 +129,7 @@ class FusedCausalLMLoss:
         options.setdefault("logit_softcap", softcap)
         self.ignore_index: int = options.get("ignore_index", -100)
         self.loss = FusedLinearCrossEntropyLoss(**options)
-        self.head: nn.Module = model.get_output_embeddings()
+        self.head: nn.Module = cast(Any, model).get_output_embeddings()
         self._shift_labels: Optional[Tensor] = None
         self._hook = model.register_forward_pre_hook(self._ask_for_hidden_states, with_kwargs=True)
 
