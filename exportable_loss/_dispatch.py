@@ -12,7 +12,7 @@ whose condition is that call itself.
 import torch
 from torch import Tensor
 
-from exportable_loss import triton_kernels as tk
+import exportable_loss.triton_kernels as tk
 
 BACKENDS = ("torch", "triton", "auto")
 

@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from exportable_loss import triton_kernels as tk
+import exportable_loss.triton_kernels as tk
 from exportable_loss._checks import check_fused_grads
 from exportable_loss._ops import forbid_double_backward
 from exportable_loss._reduction import reduce_loss

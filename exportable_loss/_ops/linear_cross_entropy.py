@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from exportable_loss import triton_kernels as tk
+import exportable_loss.triton_kernels as tk
 from exportable_loss._dispatch import use_triton as _use_triton
 from exportable_loss._ops import forbid_double_backward
 from exportable_loss._ops.cross_entropy import rows_grad, rows_loss
