@@ -31,18 +31,41 @@ def test_without_executorch_the_error_names_the_extra(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+MAX_BATCH = 12
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """exported(name): (path, model, loss, report) of a demo model's step, exported once per
+    module (a lowering takes seconds)."""
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            model, loss = demo(name), _ce()
+            path = str(tmp_path_factory.mktemp(name) / "step.pte")
+            report = et.export_executorch_step(
+                model,
+                loss,
+                example_input(name, 6),
+                path,
+                max_batch=MAX_BATCH,
+                batch=lambda n, s: example_input(name, n, s),
+            )
+            cache[name] = (path, model, loss, report)
+        return cache[name]
+
+    return get
+
+
 @needs_executorch
 @pytest.mark.parametrize("name", list(DEMOS))
-def test_demo_models_train_in_the_runtime_as_in_pytorch(name, tmp_path):
+def test_demo_models_train_in_the_runtime_as_in_pytorch(name, exported):
     """The report's checks, and the same checks done here on the raw runtime: the loss, the
     per-sample losses and the gradients at two batch sizes equal autograd's."""
     from executorch.extension.training import _load_for_executorch_for_training
 
-    model, loss = demo(name), _ce()
-    path = str(tmp_path / "step.pte")
-    report = et.export_executorch_step(
-        model, loss, example_input(name, 6), path, max_batch=12, batch=lambda n, s: example_input(name, n, s)
-    )
+    path, model, loss, report = exported(name)
     assert report.passed, str(report)
     assert report.inputs == ["input", "target", "sample_weight"]
     assert report.outputs == ["loss", "per_sample_loss"]
@@ -52,7 +75,7 @@ def test_demo_models_train_in_the_runtime_as_in_pytorch(name, tmp_path):
 
     runtime = _load_for_executorch_for_training(path)
     per_sample = el.CrossEntropyLoss(weight=loss.weight, label_smoothing=0.1, reduction="per_sample")
-    for n in (3, 12):
+    for n in (3, MAX_BATCH):
         x, t, s = example_input(name, n, seed=n)
         got_loss, got_per_sample = runtime.forward_backward("forward", (x, t, s))
         want = loss(model(x), t, s)
@@ -65,17 +88,15 @@ def test_demo_models_train_in_the_runtime_as_in_pytorch(name, tmp_path):
 
 
 @needs_executorch
-def test_twenty_sgd_steps_in_the_runtime_follow_torch_optim(tmp_path):
+def test_twenty_sgd_steps_in_the_runtime_follow_torch_optim(exported):
     """ExecuTorch's SGD (momentum, weight decay) on the parameters the program holds, over
     batches of varying size, ends where torch.optim.SGD ends; checked here outside the report."""
-    model, loss = demo("mlp"), _ce()
-    path = str(tmp_path / "step.pte")
-    assert et.export_executorch_step(model, loss, example_input("mlp", 6), path, max_batch=10).passed
+    path, model, loss, _ = exported("mlp")
     step = et.ExecuTorchStep(path)
     reference = copy.deepcopy(model)
     opt = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9, weight_decay=0.01)
     for i in range(20):
-        x, t, s = example_input("mlp", 2 + i % 9, seed=i)
+        x, t, s = example_input("mlp", 2 + i % (MAX_BATCH - 1), seed=i)
         step.forward_backward(x, t, s)
         if i == 0:
             sgd = step.sgd(lr=0.05, momentum=0.9, weight_decay=0.01)
@@ -92,30 +113,29 @@ def test_twenty_sgd_steps_in_the_runtime_follow_torch_optim(tmp_path):
 
 
 @needs_executorch
-def test_a_wrong_program_fails_its_report(tmp_path):
+def test_a_wrong_program_fails_its_report(exported):
     """The verification can fail: checked against a model other than the exported one."""
-    model, loss = demo("mlp"), _ce()
-    path = str(tmp_path / "step.pte")
-    et.export_executorch_step(model, loss, example_input("mlp", 6), path, max_batch=8)
+    path, _, loss, _ = exported("mlp")
     other = demo("mlp", seed=1)
     errors = et.verify_executorch_step(path, other, loss, et.resampled(example_input("mlp", 6)), [2, 8])
     assert max(errors.values()) > 1e-3
 
 
 @needs_executorch
-def test_batches_above_max_batch_are_refused_with_the_reason(tmp_path):
+def test_batches_above_max_batch_are_refused_with_the_reason(exported):
     from executorch.extension.training import _load_for_executorch_for_training
 
-    path = str(tmp_path / "step.pte")
-    report = et.export_executorch_step(demo("mlp"), _ce(), example_input("mlp", 6), path, max_batch=8)
-    assert "batch 2 to 8" in str(report)
+    path, _, _, report = exported("mlp")
+    assert f"batch 2 to {MAX_BATCH}" in str(report)
     step = et.ExecuTorchStep(path)
-    assert step.max_batch == 8
-    step.forward_backward(*example_input("mlp", 8))
-    with pytest.raises(ValueError, match=r"a batch of 9 exceeds this training step's max_batch=8.*--max-batch"):
-        step.forward_backward(*example_input("mlp", 9))
+    assert step.max_batch == MAX_BATCH
+    step.forward_backward(*example_input("mlp", MAX_BATCH))
+    with pytest.raises(
+        ValueError, match=rf"a batch of 13 exceeds this training step's max_batch={MAX_BATCH}.*--max-batch"
+    ):
+        step.forward_backward(*example_input("mlp", MAX_BATCH + 1))
     with pytest.raises(RuntimeError):  # the runtime itself refuses, with a bare error code
-        _load_for_executorch_for_training(path).forward_backward("forward", example_input("mlp", 9))
+        _load_for_executorch_for_training(path).forward_backward("forward", example_input("mlp", MAX_BATCH + 1))
 
 
 @needs_executorch
