@@ -23,7 +23,7 @@ import os
 import re
 import tempfile
 import warnings
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 from unittest import mock
 
 import torch
@@ -131,7 +131,7 @@ def _lower(model: nn.Module, loss: nn.Module, args: Batch, max_batch: int) -> Tu
     """The ``.pte`` bytes of the training step and the trainable parameters' runtime names."""
     from executorch.exir import to_edge
 
-    per_sample = copy.deepcopy(loss)
+    per_sample: Any = copy.deepcopy(loss)
     per_sample.reduction = "per_sample"
     wrapped = _ModelWithLoss(model, copy.deepcopy(loss), per_sample)
     try:
@@ -318,7 +318,7 @@ def verify_executorch_step(
     """
     step = ExecuTorchStep(path)
     reference, ref_loss = copy.deepcopy(model), copy.deepcopy(loss)
-    per_sample = copy.deepcopy(loss)
+    per_sample: Any = copy.deepcopy(loss)
     per_sample.reduction = "per_sample"
     params = {n: p for n, p in reference.named_parameters() if p.requires_grad}
     errors: Dict[str, float] = {}
