@@ -1,5 +1,5 @@
-"""The two output helpers every writer of the package uses: progress on stderr, and files written
-atomically with the usual permissions.
+"""The output helpers every writer of the package uses: progress on stderr, files written
+atomically with the usual permissions, and C++ notes kept off stderr.
 
 * ``Progress``: a live bar on a terminal; plain lines (one per tenth of the work) when
   stderr is a log file or a pipe, so a CI log holds no carriage returns.
@@ -7,6 +7,8 @@ atomically with the usual permissions.
   temporary file in the destination folder, then renamed), with mode ``0o666 & ~umask`` (0644
   under umask 022) as ``open()`` would give; every message names the caller's path, never the
   temporary file's.
+* ``stderr_without``: drops the lines a C++ library prints on file descriptor 2 that are not the
+  user's concern (the profiler's "USDT:" notes, ExecuTorch's CPU probing).
 """
 
 import contextlib
@@ -14,7 +16,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Iterator, Optional, TextIO
+from typing import Iterator, Optional, Sequence, TextIO
 
 
 class Progress:
@@ -116,3 +118,21 @@ def write_text(path: str, text: str) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
+
+
+@contextlib.contextmanager
+def stderr_without(prefixes: Sequence[str]) -> Iterator[None]:
+    """Drop the lines starting with one of ``prefixes`` that anything (C++ included) writes on
+    file descriptor 2 meanwhile; every other line is written to ``sys.stderr`` afterwards."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode(errors="replace").splitlines(True)
+            sys.stderr.write("".join(line for line in lines if not line.startswith(tuple(prefixes))))

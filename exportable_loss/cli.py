@@ -22,7 +22,7 @@ import json
 import os
 import sys
 import traceback
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -50,11 +50,20 @@ def _version() -> str:
     return f"exportable-loss {version} (torch {torch.__version__})"
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
-    return value
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``low``."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}; got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse's message: "invalid int value: 'x'"
+    return parse
+
+
+_positive = _at_least(1)
 
 
 def _shapes(items: Sequence[str]) -> Dict[str, Tuple[int, ...]]:
@@ -170,18 +179,21 @@ def _load_model(spec: str, input_shape: Optional[Sequence[int]]) -> Tuple[nn.Mod
 
 
 def _cmd_export_step(args: argparse.Namespace) -> int:
-    from exportable_loss.export.step import export_training_step
+    from exportable_loss.export.step import export_training_step, step_format, step_losses
 
     entry = catalog.get(args.loss)
-    if entry.inputs != ["input", "target"]:
+    if entry.name not in step_losses():
         raise ValueError(
             f"export-step trains with a loss of (input, target); {entry.name} takes {', '.join(entry.inputs)}"
         )
     if args.reduction not in entry.reductions:
         raise ValueError(f"--reduction of {entry.name} is one of {', '.join(entry.reductions)}; got {args.reduction!r}")
-    if check_destination(args.output) != "onnx":
-        raise ValueError(f"a training step is written as ONNX; give a .onnx file, not {args.output!r}")
-    loss = entry.make(args.reduction, "torch", entry.parse_options(args.option))
+    format = step_format(args.output, args.format)
+    if format == "onnx" and (args.max_batch is not None or args.momentum is not None):
+        raise ValueError("--max-batch and --momentum are for --format executorch (an ONNX step has neither)")
+    if format == "executorch" and args.optimizer == "adamw":
+        raise ValueError("--optimizer adamw is for ONNX: ExecuTorch's training runtime updates with SGD")
+    loss = entry.make(args.reduction, args.backend, entry.parse_options(args.option))
     model, input_shape = _load_model(args.model, args.input_shape)
 
     def batch(n: int, seed: int) -> Tuple[Tensor, Tensor, Tensor]:
@@ -197,8 +209,27 @@ def _cmd_export_step(args: argparse.Namespace) -> int:
         )
         return x, target, weight
 
-    names = export_training_step(model, loss, batch(BATCH, 0), args.output, optimizer=args.optimizer, lr=args.lr)
-    errors = _check_step(model, loss, batch(9, 1), args.output, args.optimizer, args.lr)
+    if format == "executorch":
+        max_batch = 64 if args.max_batch is None else args.max_batch
+        report = export_training_step(
+            model,
+            loss,
+            batch(min(BATCH, max_batch), 0),
+            args.output,
+            format=format,
+            max_batch=max_batch,
+            lr=args.lr,
+            momentum=args.momentum,
+            weight_decay=args.weight_decay,
+        )
+        print(report)
+        return 0 if report.passed else 1
+    names = export_training_step(
+        model, loss, batch(BATCH, 0), args.output, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay
+    )
+    if not isinstance(names, dict):  # typing: an ONNX step returns its names
+        raise TypeError(f"an ONNX training step returned {type(names).__name__}")
+    errors = _check_step(model, loss, batch(9, 1), args.output, args.optimizer, args.lr, args.weight_decay or 0.0)
     passed = all(err <= 1e-4 for err in errors.values())
     print(f"{'PASS' if passed else 'FAIL'} training step {args.output}")
     print(f"  inputs:  {', '.join(names['inputs'])}")
@@ -216,6 +247,7 @@ def _check_step(
     path: str,
     optimizer: Optional[str],
     lr: float,
+    weight_decay: float,
 ) -> Dict[str, float]:
     """One step in onnxruntime against PyTorch: the loss, the gradients and (with an optimizer)
     the parameters after ``torch.optim``'s update, from a fresh optimizer state."""
@@ -237,7 +269,9 @@ def _check_step(
         for p, g in zip(params, grads):
             p.grad = g
         step = (
-            torch.optim.SGD(params, lr=lr) if optimizer == "sgd" else torch.optim.AdamW(params, lr=lr, weight_decay=0)
+            torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+            if optimizer == "sgd"
+            else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         )
         step.step()
         errors[f"parameters after one {optimizer} step"] = max(
@@ -346,17 +380,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "export-step",
         "export a model's training step (loss, per-sample losses, gradients, optimizer update)",
-        "Export one ONNX graph of a model's training step under a loss, and check one step in onnxruntime "
-        "against PyTorch (loss, gradients and, with --optimizer, torch.optim's update).",
+        "Export a model's training step under a loss and check it against PyTorch: one ONNX graph (checked "
+        "for one step in onnxruntime: loss, gradients and, with --optimizer, torch.optim's update), or with "
+        "--format executorch (-o step.pte) a program for ExecuTorch's training runtime (checked there: loss, "
+        "per-sample losses and gradients at batch 2 and --max-batch, then 20 steps of its SGD against "
+        "torch.optim.SGD).",
     )
     p.add_argument("--model", default="mlp", help="a demo model (mlp, transformer, convnet) or module:factory")
     p.add_argument("--input-shape", type=_positive, nargs="+", help="per-sample input shape of a module:factory model")
     p.add_argument("--loss", default="cross_entropy", choices=list(catalog.LOSSES), metavar="LOSS", help="the loss")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="a loss option (see export)")
     p.add_argument("--reduction", default="mean", choices=("mean", "sum", "batchmean"), help="the loss's reduction")
-    p.add_argument("--optimizer", choices=("sgd", "adamw"), help="also output the parameters after an update")
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "triton", "auto"),
+        help="the loss's backend (the step holds its PyTorch formulation either way)",
+    )
+    p.add_argument("--format", choices=("onnx", "executorch"), help="default: from -o's extension (.onnx, .pte)")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), help="ONNX: also output the parameters after an update")
     p.add_argument("--lr", type=float, default=0.01, help="the optimizer's learning rate")
-    p.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    p.add_argument(
+        "--weight-decay", type=float, help="the optimizer's weight decay (default 0; 0.01 in the ExecuTorch check)"
+    )
+    p.add_argument("--momentum", type=float, help="ExecuTorch: the SGD check's momentum (default 0.9)")
+    p.add_argument(
+        "--max-batch",
+        type=_at_least(2),
+        help="ExecuTorch: the largest batch the program accepts; the runtime refuses larger ones (default 64)",
+    )
+    p.add_argument("-o", "--output", required=True, help="the file to write: .onnx, or .pte for ExecuTorch")
     p.set_defaults(func=_cmd_export_step)
 
     p = command(

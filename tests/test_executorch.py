@@ -14,6 +14,7 @@ from exportable_loss import catalog
 from exportable_loss.export import ExportError
 from exportable_loss.export import executorch as et
 from exportable_loss.export.demo_models import DEMOS, demo, example_input
+from exportable_loss.export.step import export_training_step, step_losses
 
 needs_executorch = pytest.mark.skipif(not et.available(), reason="needs the executorch extra")
 # the runtime marks its training API experimental on every call
@@ -26,7 +27,9 @@ def _ce(backend: str = "torch") -> torch.nn.Module:
 
 def test_without_executorch_the_error_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setattr(et, "available", lambda: False)
-    with pytest.raises(ExportError, match=r"pip install 'exportable-loss\[executorch\]'"):
+    with pytest.raises(
+        ImportError, match=r"pip install --no-deps executorch==1\.5\.1 && pip install 'exportable-loss\[executorch\]'"
+    ):
         et.export_executorch_step(demo("mlp"), _ce(), example_input("mlp", 6), str(tmp_path / "s.pte"))
     assert os.listdir(tmp_path) == []
 
@@ -138,13 +141,35 @@ def test_batches_above_max_batch_are_refused_with_the_reason(exported):
         _load_for_executorch_for_training(path).forward_backward("forward", example_input("mlp", MAX_BATCH + 1))
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(optimizer="adamw"), "ExecuTorch's training runtime updates with SGD"),
+        (dict(path="s.onnx", momentum=0.9), "momentum is for ExecuTorch's SGD; the ONNX graph's SGD update has none"),
+        (
+            dict(path="s.pt2"),
+            r"cannot tell the training step's format from '.*s.pt2'; expected .onnx for onnx, .pte for executorch",
+        ),
+        (dict(format="tflite"), "a training step's format is one of onnx, executorch; got 'tflite'"),
+    ],
+)
+def test_bad_training_step_arguments_before_any_work(kwargs, message, tmp_path):
+    kwargs["path"] = str(tmp_path / kwargs.get("path", "s.pte"))
+    with pytest.raises(ExportError, match=message):
+        export_training_step(demo("mlp"), _ce(), example_input("mlp", 6), **kwargs)
+    assert os.listdir(tmp_path) == []
+
+
 @needs_executorch
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         (dict(max_batch=1), "max_batch must be an integer of at least 2; got 1"),
-        (dict(max_batch=4), "the example batch must be between 2 and max_batch=4; got 6"),
-        (dict(path="s.onnx"), r"an ExecuTorch program is written as .pte; got 's.onnx'"),
+        (dict(max_batch=4), r"the example batch \(6\) is above max_batch=4"),
+        (
+            dict(path="s.onnx"),
+            r"'s.onnx' does not have the extension of format executorch; expected .onnx for onnx, .pte for executorch",
+        ),
     ],
 )
 def test_bad_arguments(kwargs, message, tmp_path):
@@ -167,6 +192,24 @@ def test_an_operator_without_executorch_lowering_is_named_in_one_line(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@needs_executorch
+def test_one_dimensional_convolutions_train(tmp_path):
+    """ExecuTorch's convolution backward kernel runs 2-d convolutions only (a 1-d one lowers,
+    then fails at run time): a 1-d one is rewritten as convolutions; a grouped one is refused."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv1d(2, 4, 3, padding=1), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(16, 4)
+    )
+    x, t, s = example_input("mlp", 6)
+    example = (x.reshape(6, 2, 4), t, s)
+    report = et.export_executorch_step(model, _ce(), example, str(tmp_path / "s.pte"), max_batch=8)
+    assert report.passed, str(report)
+    model[0] = torch.nn.Conv1d(2, 4, 3, padding=1, groups=2)
+    with pytest.raises(ExportError, match=r"runs 2-d convolutions.*got a 1-d one \(groups=2, transposed=False\)"):
+        et.export_executorch_step(model, _ce(), example, str(tmp_path / "g.pte"), max_batch=8)
+    assert not (tmp_path / "g.pte").exists()
+
+
 # ------------------------------------------------------------------ every loss, both backends
 
 
@@ -185,11 +228,9 @@ class _Affine(torch.nn.Module):
 
 
 def _step_losses():
-    """The losses a training step takes: (input, target), as the ONNX step."""
-    for name, entry in catalog.LOSSES.items():
-        if len(entry.example(2)) == 2:
-            for backend in entry.backends:
-                yield pytest.param(name, backend, id=f"{name}-{backend}")
+    for name in step_losses():
+        for backend in catalog.get(name).backends:
+            yield pytest.param(name, backend, id=f"{name}-{backend}")
 
 
 @needs_executorch

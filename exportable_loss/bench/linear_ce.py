@@ -8,19 +8,18 @@ profiler, summed in order (the CPU allocator keeps no peak statistic). Both coun
 allocations only (a BLAS library's private workspace is not seen).
 """
 
-import contextlib
 import functools
 import json
 import os
-import sys
 import tempfile
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 import exportable_loss as el
+from exportable_loss._io import stderr_without
 from exportable_loss.bench import timing
 
 Method = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -74,32 +73,11 @@ def _step(method: Method, x: Tensor, w: Tensor, t: Tensor) -> Tensor:
     return loss.detach()
 
 
-@contextlib.contextmanager
-def _without_profiler_notes() -> Iterator[None]:
-    """The profiler's C++ side prints "USDT:" start/stop notes on file descriptor 2; keep every
-    other line it writes there."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            kept = [
-                line
-                for line in capture.read().decode(errors="replace").splitlines(True)
-                if not line.startswith("USDT:")
-            ]
-            sys.stderr.write("".join(kept))
-
-
 def _cpu_peak(run: Callable[[], object]) -> int:
     from torch.profiler import ProfilerActivity, profile
 
-    with _without_profiler_notes(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    # the profiler's C++ side prints "USDT:" start/stop notes on file descriptor 2
+    with stderr_without(("USDT:",)), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         run()
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "trace.json")

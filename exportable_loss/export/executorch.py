@@ -21,19 +21,17 @@ import importlib.util
 import json
 import os
 import re
-import tempfile
 import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 from unittest import mock
 
 import torch
 from torch import Tensor, nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from exportable_loss.export.api import ExportError, _check_destination
-from exportable_loss.export.step import _ModelWithLoss
+from exportable_loss._io import atomic_path, stderr_without
+from exportable_loss.export.api import ExportError
+from exportable_loss.export.step import _conv_backward, joint_program, per_sample_twin, step_format
 
-SUFFIX = ".pte"
 TOLERANCE = 1e-5  # max abs error of loss, per-sample losses, gradients and parameters after SGD
 SGD_STEPS = 20
 _PREFIX = "model."  # the wrapper's name for the model: runtime names are model.<parameter>
@@ -41,17 +39,19 @@ _PREFIX = "model."  # the wrapper's name for the model: runtime names are model.
 Batch = Tuple[Tensor, ...]
 
 
+# ExecuTorch's metadata asks for many packages a training step never imports (torchao,
+# coremltools, scikit-learn, ...): it is installed without them, and the extra adds those it uses
+INSTALL_HINT = "pip install --no-deps executorch==1.5.1 && pip install 'exportable-loss[executorch]'"
+
+
 def available() -> bool:
-    """Whether ExecuTorch is installed (``pip install exportable-loss[executorch]``)."""
+    """Whether ExecuTorch is installed."""
     return importlib.util.find_spec("executorch") is not None
 
 
 def _require() -> None:
     if not available():
-        raise ExportError(
-            "format 'executorch' needs ExecuTorch: pip install 'exportable-loss[executorch]' "
-            "(see the exporting page for the packages it installs)"
-        )
+        raise ImportError(f"executorch is not installed; ExecuTorch training steps need it: {INSTALL_HINT}")
 
 
 # ------------------------------------------------------------------ export
@@ -110,46 +110,18 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _check_inputs(example_inputs: Sequence[Tensor], max_batch: int) -> Batch:
-    args = tuple(example_inputs)
-    if len(args) not in (2, 3) or not all(isinstance(a, Tensor) and a.dim() > 0 for a in args):
-        raise ExportError("example_inputs must be (input, target[, sample_weight]) tensors with a batch dimension")
-    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 2:
-        raise ExportError(f"max_batch must be an integer of at least 2; got {max_batch!r}")
-    sizes = {a.shape[0] for a in args}
-    if len(sizes) > 1:
-        raise ExportError(f"every example input must share dim 0 (the batch); got sizes {sorted(sizes)}")
-    batch = args[0].shape[0]
-    if not 2 <= batch <= max_batch:
-        raise ExportError(f"the example batch must be between 2 and max_batch={max_batch}; got {batch}")
-    if any(a.device.type != "cpu" for a in args):
-        raise ExportError("ExecuTorch programs are exported from CPU tensors; move the example inputs to the CPU")
-    return args
-
-
 def _lower(model: nn.Module, loss: nn.Module, args: Batch, max_batch: int) -> Tuple[bytes, List[str]]:
     """The ``.pte`` bytes of the training step and the trainable parameters' runtime names."""
     from executorch.exir import to_edge
 
-    per_sample: Any = copy.deepcopy(loss)
-    per_sample.reduction = "per_sample"
-    wrapped = _ModelWithLoss(model, copy.deepcopy(loss), per_sample)
-    try:
-        wrapped(*args)
-    except (ValueError, RuntimeError, TypeError) as e:
-        raise ExportError(f"the model and loss reject the example inputs: {e}") from e
-    batch = torch.export.Dim("batch", min=2, max=max_batch)
-    # SDPA's math formulation (matmul, softmax): ExecuTorch's portable kernels have no fused
-    # attention backward. The fused op's reference is what runs on a CPU: without the Triton
-    # interpreter, whatever the caller's environment says.
-    with _quiet(), sdpa_kernel(SDPBackend.MATH), mock.patch.dict(os.environ, {"TRITON_INTERPRET": "0"}):
-        program = torch.export.export(wrapped, args, dynamic_shapes=tuple({0: batch} for _ in args))
-        from torch.export.experimental import _export_forward_backward
-
-        _inline_custom_ops(program)
-        joint = _export_forward_backward(program)  # core ATen operators
-        if any(n.target is torch.ops.aten.empty_permuted.default for n in joint.graph.nodes):
-            joint = joint.run_decompositions({torch.ops.aten.empty_permuted.default: _empty_permuted})
+    # the fused ops' reference is what runs on a CPU: without the Triton interpreter, whatever
+    # the caller's environment says
+    with _quiet(), mock.patch.dict(os.environ, {"TRITON_INTERPRET": "0"}):
+        joint = joint_program(model, loss, args, max_batch, before_backward=_inline_custom_ops)
+        used = {n.target for n in joint.graph.nodes}
+        table = {op: impl for op, impl in _DECOMPOSITIONS.items() if op in used}
+        if table:
+            joint = joint.run_decompositions(table)
         grads = [s.target for s in joint.graph_signature.output_specs if s.kind.name == "GRADIENT_TO_PARAMETER"]
         if not grads:
             raise ExportError("the model has no trainable parameter (every parameter has requires_grad=False)")
@@ -158,6 +130,27 @@ def _lower(model: nn.Module, loss: nn.Module, args: Batch, max_batch: int) -> Tu
         except Exception as e:  # the lowering raises bare Exceptions and assertion errors
             raise ExportError(f"ExecuTorch cannot lower this training step: {_why(e)}") from e
     return pte.buffer, grads
+
+
+def _convolution_backward(grad_output: Tensor, input: Tensor, weight: Tensor, *options: Any) -> object:
+    """``aten.convolution_backward``: ExecuTorch's kernel runs 2-d convolutions only (a 1-d one
+    fails at run time), so a 1-d one becomes convolutions, as for ONNX."""
+    transposed, groups = options[4], options[6]  # after bias_sizes, stride, padding, dilation
+    if weight.dim() == 4:
+        return NotImplemented  # the kernel's own
+    if weight.dim() != 3 or transposed or groups != 1:
+        raise ExportError(
+            "ExecuTorch's convolution backward runs 2-d convolutions, and a 1-d one is rewritten as convolutions "
+            f"unless grouped or transposed; got a {weight.dim() - 2}-d one (groups={groups}, transposed={transposed})"
+        )
+    return _conv_backward(grad_output, input, weight, *options)
+
+
+# what the joint program's operators become where ExecuTorch cannot run them as they are
+_DECOMPOSITIONS: Dict[torch._ops.OperatorBase, Callable] = {
+    torch.ops.aten.empty_permuted.default: _empty_permuted,
+    torch.ops.aten.convolution_backward.default: _convolution_backward,
+}
 
 
 # operators the lowering refuses, with what the user can do about them
@@ -177,19 +170,6 @@ def _why(error: Exception) -> str:
         )
     first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
     return f"{type(error).__name__}: {first}"
-
-
-def _write(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=SUFFIX, prefix=".exporting-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 # ------------------------------------------------------------------ the runtime
@@ -214,6 +194,7 @@ class ExecuTorchStep:
         with _quiet():
             self.module = _load_for_executorch_for_training(path)
         self.max_batch = int(self.module.model.run_method("max_batch", ())[0])
+        self._first = True
 
     def forward_backward(self, *inputs: Tensor) -> Tuple[Tensor, Tensor]:
         """``(loss, per_sample_loss)`` of ``(input, target[, sample_weight])``; the gradients are
@@ -224,7 +205,10 @@ class ExecuTorchStep:
                 f"a batch of {n} exceeds this training step's max_batch={self.max_batch}: ExecuTorch planned its "
                 "memory for at most that many samples; export again with a larger max_batch (--max-batch)"
             )
-        with _quiet():
+        # the runtime's first run probes the CPU and prints what it finds on fd 2
+        probing = stderr_without(("[cpuinfo_utils.cpp:",)) if self._first else contextlib.nullcontext()
+        self._first = False
+        with _quiet(), probing:
             loss, per_sample = self.module.forward_backward("forward", tuple(inputs))
         return loss, per_sample
 
@@ -317,9 +301,7 @@ def verify_executorch_step(
         The max abs error of each check, by a readable name.
     """
     step = ExecuTorchStep(path)
-    reference, ref_loss = copy.deepcopy(model), copy.deepcopy(loss)
-    per_sample: Any = copy.deepcopy(loss)
-    per_sample.reduction = "per_sample"
+    reference, ref_loss, per_sample = copy.deepcopy(model), copy.deepcopy(loss), per_sample_twin(loss)
     params = {n: p for n, p in reference.named_parameters() if p.requires_grad}
     errors: Dict[str, float] = {}
     for i, n in enumerate(sizes):
@@ -390,22 +372,28 @@ def export_executorch_step(
         error is at most 1e-5.
 
     Raises:
-        ExportError: ExecuTorch missing, bad inputs or ``max_batch``, an unwritable destination,
-            or a step ExecuTorch cannot lower.
+        ExportError: bad inputs or ``max_batch``, a destination that is not a writable ``.pte``
+            file, or a step ExecuTorch cannot lower.
+        ImportError: ExecuTorch is not installed.
     """
+    step_format(path, "executorch")
     _require()
-    if not path.endswith(SUFFIX):
-        raise ExportError(f"an ExecuTorch program is written as {SUFFIX}; got {path!r}")
-    _check_destination(path)
-    args = _check_inputs(example_inputs, max_batch)
-    if any(p.device.type != "cpu" for p in list(model.parameters()) + list(model.buffers())):
-        raise ExportError("ExecuTorch programs are exported from a CPU model; call model.cpu() first")
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 2:
+        raise ExportError(f"max_batch must be an integer of at least 2; got {max_batch!r}")
+    args = tuple(example_inputs)
+    if args and isinstance(args[0], Tensor) and args[0].dim() and args[0].shape[0] > max_batch:
+        raise ExportError(f"the example batch ({args[0].shape[0]}) is above max_batch={max_batch}")
+    tensors = [*args, *model.parameters(), *model.buffers(), *loss.buffers()]
+    if any(isinstance(t, Tensor) and t.device.type != "cpu" for t in tensors):
+        raise ExportError("ExecuTorch programs are exported from the CPU; move the model, loss and inputs there")
     data, grads = _lower(model, loss, args, max_batch)
-    _write(path, data)
-    sizes = sorted({2, max_batch})
-    errors = verify_executorch_step(
-        path, model, loss, batch or resampled(args), sizes, lr=lr, momentum=momentum, weight_decay=weight_decay
-    )
+    with atomic_path(path) as tmp:  # a runtime that cannot load or run it leaves no file
+        with open(tmp, "wb") as f:
+            f.write(data)
+        sizes = sorted({2, max_batch})
+        errors = verify_executorch_step(
+            tmp, model, loss, batch or resampled(args), sizes, lr=lr, momentum=momentum, weight_decay=weight_decay
+        )
     return StepReport(
         path=path,
         format="executorch",

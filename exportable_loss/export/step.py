@@ -1,6 +1,8 @@
 """Training-step export: one ONNX graph whose outputs are the loss, the per-sample losses and the
 gradient of the loss with respect to every trainable parameter (and, optionally, the parameters
-after an SGD or AdamW update), so stock onnxruntime computes (or takes) a training step.
+after an SGD or AdamW update), so stock onnxruntime computes (or takes) a training step; or, with
+``format="executorch"``, a program for ExecuTorch's training runtime
+(``exportable_loss.export.executorch``).
 
 How: ``torch.export`` of model + loss, ``torch.export.experimental._export_forward_backward``
 (private, marked unstable by PyTorch) for the joint forward-backward graph, a wrapper module that
@@ -10,19 +12,25 @@ decomposed into convolutions first; an operator that still has none is named in 
 """
 
 import copy
+import os
 import re
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from exportable_loss._io import atomic_path
-from exportable_loss.export.api import ExportError, check_destination
+from exportable_loss import catalog
+from exportable_loss._io import atomic_path, check_writable
+from exportable_loss.export.api import ExportError
 from exportable_loss.export.onnx import DEFAULT_OPSET, _quiet, require
 
+if TYPE_CHECKING:
+    from exportable_loss.export.executorch import StepReport
+
 OPTIMIZERS = (None, "sgd", "adamw")
+SUFFIXES = {"onnx": ".onnx", "executorch": ".pte"}  # the training step's formats and their files
 # Backward operators with no ONNX translation; the step refuses them by name.
 _NO_ONNX = {
     "aten._scaled_dot_product_flash_attention_for_cpu_backward",
@@ -34,16 +42,85 @@ _NO_ONNX = {
 }
 
 
+def step_losses() -> List[str]:
+    """The losses a training step takes: those of ``(input, target)``, the model's output and
+    its target."""
+    return [name for name, entry in catalog.LOSSES.items() if entry.inputs == ["input", "target"]]
+
+
+def step_format(path: str, format: Optional[str] = None) -> str:
+    """The format of the training step file ``path`` (``format``, or the one its extension
+    names), after checking that the extension matches and that ``path`` can be written;
+    ``ExportError`` naming ``path`` otherwise. Cheap: call it before any work."""
+    try:
+        check_writable(path)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
+    suffix = os.path.splitext(path)[1].lower()
+    expected = ", ".join(f"{s} for {f}" for f, s in SUFFIXES.items())
+    if format is None:
+        found = [f for f, s in SUFFIXES.items() if s == suffix]
+        if not found:
+            raise ExportError(f"cannot tell the training step's format from {path!r}; expected {expected}")
+        return found[0]
+    if format not in SUFFIXES:
+        raise ExportError(f"a training step's format is one of {', '.join(SUFFIXES)}; got {format!r}")
+    if suffix != SUFFIXES[format]:
+        raise ExportError(f"{path!r} does not have the extension of format {format}; expected {expected}")
+    return format
+
+
+def per_sample_twin(loss: nn.Module) -> nn.Module:
+    """A copy of ``loss`` with ``reduction="per_sample"``: the step's per-sample losses."""
+    twin: Any = copy.deepcopy(loss)  # Any: a loss's reduction is a constant set here
+    twin.reduction = "per_sample"
+    return twin
+
+
 class _ModelWithLoss(nn.Module):
-    def __init__(self, model: nn.Module, loss: nn.Module, per_sample: nn.Module) -> None:
+    """model + loss -> (loss, per-sample losses): the forward every training step exports."""
+
+    def __init__(self, model: nn.Module, loss: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.loss = loss
-        self.per_sample = per_sample
+        self.loss = copy.deepcopy(loss)
+        self.per_sample = per_sample_twin(loss)
 
     def forward(self, input: Tensor, target: Tensor, sample_weight: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         out = self.model(input)
         return self.loss(out, target, sample_weight), self.per_sample(out, target, sample_weight).detach()
+
+
+def joint_program(
+    model: nn.Module,
+    loss: nn.Module,
+    args: Tuple[Tensor, ...],
+    max_batch: Optional[int] = None,
+    before_backward: Optional[Callable[[torch.export.ExportedProgram], None]] = None,
+) -> torch.export.ExportedProgram:
+    """The joint forward-backward program of ``model`` under ``loss`` on ``args`` (batch
+    dimension dynamic from 2 to ``max_batch``): ``torch.export``, then ``before_backward`` on
+    the forward program, then ``_export_forward_backward`` (core ATen operators)."""
+    from torch.export.experimental import _export_forward_backward
+
+    if len(args) not in (2, 3) or not all(isinstance(a, Tensor) and a.dim() > 0 for a in args):
+        raise ExportError("example_inputs must be (input, target[, sample_weight]) tensors with a batch dimension")
+    if args[0].shape[0] < 2:
+        raise ExportError("example_inputs must have a batch of at least 2 (a batch of 1 is specialised by the tracers)")
+    wrapped = _ModelWithLoss(model, loss)
+    try:
+        wrapped(*args)
+    except (ValueError, RuntimeError, TypeError) as e:
+        raise ExportError(f"the model and loss reject the example inputs: {e}") from e
+    batch = torch.export.Dim("batch", min=2, max=max_batch)
+    # SDPA's math formulation (matmul, softmax): the fused CPU/GPU kernels' backward operators
+    # have no ONNX translation and no ExecuTorch kernel
+    with warnings.catch_warnings(), sdpa_kernel(SDPBackend.MATH):
+        warnings.simplefilter("ignore")
+        program = torch.export.export(wrapped, args, dynamic_shapes=tuple({0: batch} for _ in args))
+        if before_backward is not None:
+            before_backward(program)
+        return _export_forward_backward(program)
 
 
 def _conv_backward(
@@ -160,18 +237,23 @@ def export_training_step(
     params_as_inputs: bool = True,
     optimizer: Optional[str] = None,
     lr: float = 0.01,
-    weight_decay: float = 0.0,
+    weight_decay: Optional[float] = None,
     betas: Tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     opset: int = DEFAULT_OPSET,
-) -> Dict[str, List[str]]:
-    """Export the training step of ``model`` under ``loss`` to one ONNX graph.
+    format: Optional[str] = None,
+    max_batch: int = 64,
+    momentum: Optional[float] = None,
+) -> Union[Dict[str, List[str]], "StepReport"]:
+    """Export the training step of ``model`` under ``loss`` to one ONNX graph, or to a program
+    for ExecuTorch's training runtime (``format="executorch"``).
 
     Args:
         model: maps the first example input to the loss's input.
-        loss: a loss module of this library (its torch backend is exported).
+        loss: a loss module of this library (for ONNX its torch backend is exported; for
+            ExecuTorch its backend's PyTorch formulation).
         example_inputs: ``(input, target)`` or ``(input, target, sample_weight)``, batch >= 2.
-        path: the ``.onnx`` file (written atomically).
+        path: the ``.onnx`` or ``.pte`` file (written atomically).
         params_as_inputs: trainable parameters are graph inputs (a runtime can update them);
             else initializers. Frozen parameters (``requires_grad=False``) and buffers are
             always initializers.
@@ -179,12 +261,21 @@ def export_training_step(
             ``torch.optim.AdamW``): the updated parameters (and AdamW's moments and step) are
             outputs too; needs ``params_as_inputs``.
         lr: learning rate (a constant of the graph, as the other hyper-parameters).
-        weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
+        weight_decay: decoupled (AdamW) or L2 (SGD) weight decay (default 0; for ExecuTorch,
+            the SGD check's, default 0.01).
         betas: AdamW's moment coefficients.
         eps: AdamW's denominator term.
         opset: ONNX opset.
+        format: ``"onnx"`` or ``"executorch"``; default the one ``path``'s extension names.
+        max_batch: ExecuTorch: the largest batch the program accepts (the runtime refuses
+            larger ones).
+        momentum: ExecuTorch: the SGD check's momentum (default 0.9); ONNX's SGD has none.
 
     Returns:
+        For ExecuTorch, the [StepReport][exportable_loss.export.executorch.StepReport] of
+        [export_executorch_step][exportable_loss.export.executorch.export_executorch_step]
+        (``lr``, ``momentum`` and ``weight_decay`` set its SGD check; ``optimizer`` may be None
+        or ``"sgd"``, the runtime's optimizer). For ONNX,
         ``{"inputs": [...], "outputs": [...]}``: the graph's input and output names in order.
         Inputs: ``param.<name>`` (if inputs), for AdamW ``exp_avg.<name>``, ``exp_avg_sq.<name>``
         and ``step``, then ``input``, ``target`` (and ``sample_weight``). Outputs: ``loss``,
@@ -199,37 +290,36 @@ def export_training_step(
         >>> print(*names["outputs"])
         loss per_sample_loss grad.weight grad.bias new.weight new.bias
     """
-    from torch.export.experimental import _export_forward_backward
-
     if optimizer not in OPTIMIZERS:
         raise ExportError(f"optimizer must be one of None, 'sgd', 'adamw'; got {optimizer!r}")
+    if step_format(path, format) == "executorch":
+        from exportable_loss.export.executorch import export_executorch_step
+
+        if optimizer == "adamw":
+            raise ExportError("ExecuTorch's training runtime updates with SGD (get_sgd_optimizer); AdamW is ONNX's")
+        return export_executorch_step(
+            model,
+            loss,
+            example_inputs,
+            path,
+            max_batch=max_batch,
+            lr=lr,
+            momentum=0.9 if momentum is None else momentum,
+            weight_decay=0.01 if weight_decay is None else weight_decay,
+        )
+    if momentum is not None:
+        raise ExportError("momentum is for ExecuTorch's SGD; the ONNX graph's SGD update has none")
+    weight_decay = 0.0 if weight_decay is None else weight_decay
     if optimizer is not None and not params_as_inputs:
         raise ExportError("an optimizer step needs params_as_inputs=True (the updated parameters are fed back)")
     args = tuple(example_inputs)
-    if len(args) not in (2, 3) or args[0].dim() == 0 or args[0].shape[0] < 2:
-        raise ExportError("example_inputs must be (input, target[, sample_weight]) with a batch of at least 2")
-    if check_destination(path) != "onnx":
-        raise ExportError(f"a training step is written as ONNX; give a .onnx file, not {path!r}")
     require("onnx")
     require("onnxscript")
     _check_model(model)
-    exported: Any = copy.deepcopy(loss)  # Any: its constants are set below
+    exported: Any = copy.deepcopy(loss)  # Any: its backend is set below
     exported.backend = "torch"  # the joint graph differentiates the PyTorch formulation
-    per_sample: Any = copy.deepcopy(exported)
-    per_sample.reduction = "per_sample"
-    wrapped = _ModelWithLoss(model, exported, per_sample)
-    try:
-        wrapped(*args)
-    except (ValueError, RuntimeError, TypeError) as e:
-        raise ExportError(f"the model and loss reject the example inputs: {e}") from e
-
+    joint = joint_program(model, exported, args)
     batch = torch.export.Dim("batch", min=2)
-    # SDPA's math formulation (matmul, softmax) has a backward that exports to ONNX; the fused
-    # CPU/GPU kernels' backward operators have no ONNX translation
-    with warnings.catch_warnings(), sdpa_kernel(SDPBackend.MATH):
-        warnings.simplefilter("ignore")
-        program = torch.export.export(wrapped, args, dynamic_shapes=tuple({0: batch} for _ in args))
-        joint = _export_forward_backward(program)
     ops = {str(n.target).rsplit(".", 1)[0] for n in joint.graph_module.graph.nodes if n.op == "call_function"}
     unsupported = sorted(ops & _NO_ONNX)
     if unsupported:
