@@ -179,6 +179,7 @@ def _load_model(spec: str, input_shape: Optional[Sequence[int]]) -> Tuple[nn.Mod
 
 
 def _cmd_export_step(args: argparse.Namespace) -> int:
+    from exportable_loss.export.executorch import StepReport
     from exportable_loss.export.step import export_training_step, step_format, step_losses
 
     entry = catalog.get(args.loss)
@@ -211,7 +212,7 @@ def _cmd_export_step(args: argparse.Namespace) -> int:
 
     if format == "executorch":
         max_batch = 64 if args.max_batch is None else args.max_batch
-        report = export_training_step(
+        result = export_training_step(
             model,
             loss,
             batch(min(BATCH, max_batch), 0),
@@ -222,13 +223,21 @@ def _cmd_export_step(args: argparse.Namespace) -> int:
             momentum=args.momentum,
             weight_decay=args.weight_decay,
         )
-        print(report)
-        return 0 if report.passed else 1
-    names = export_training_step(
-        model, loss, batch(BATCH, 0), args.output, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay
-    )
-    if not isinstance(names, dict):  # typing: an ONNX step returns its names
-        raise TypeError(f"an ONNX training step returned {type(names).__name__}")
+    else:
+        result = export_training_step(
+            model,
+            loss,
+            batch(BATCH, 0),
+            args.output,
+            format=format,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+        )
+    if isinstance(result, StepReport):  # ExecuTorch's: verified in its runtime
+        print(result)
+        return 0 if result.passed else 1
+    names = result
     errors = _check_step(model, loss, batch(9, 1), args.output, args.optimizer, args.lr, args.weight_decay or 0.0)
     passed = all(err <= 1e-4 for err in errors.values())
     print(f"{'PASS' if passed else 'FAIL'} training step {args.output}")

@@ -220,7 +220,11 @@ def test_export_step_other_usage_errors(tmp_path, capsys):
         assert main(["export-step", *args, "-o", out]) == 2
         assert re.search(message, capsys.readouterr().err)
     assert main(["export-step", "-o", str(tmp_path / "s.pt2")]) == 2
-    assert "give a .onnx file" in capsys.readouterr().err
+    assert "expected .onnx for onnx, .pte for executorch" in capsys.readouterr().err
+    assert main(["export-step", "--max-batch", "8", "-o", out]) == 2
+    assert "--max-batch and --momentum are for --format executorch" in capsys.readouterr().err
+    assert main(["export-step", "--optimizer", "adamw", "-o", str(tmp_path / "s.pte")]) == 2
+    assert "--optimizer adamw is for ONNX: ExecuTorch's training runtime updates with SGD" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
 
 

@@ -5,6 +5,8 @@ takes, on both backends. Skipped without the ``executorch`` extra."""
 import copy
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -208,6 +210,34 @@ def test_one_dimensional_convolutions_train(tmp_path):
     with pytest.raises(ExportError, match=r"runs 2-d convolutions.*got a 1-d one \(groups=2, transposed=False\)"):
         et.export_executorch_step(model, _ce(), example, str(tmp_path / "g.pte"), max_batch=8)
     assert not (tmp_path / "g.pte").exists()
+
+
+@needs_executorch
+def test_cli_exports_a_step_that_a_fresh_runtime_trains(tmp_path):
+    """The command as a user runs it, in its own process; the program it wrote then trains here
+    as the demo model does in PyTorch."""
+    path = str(tmp_path / "step.pte")
+    command = ["export-step", "--loss", "huber", "--backend", "triton", "--format", "executorch", "--max-batch", "8"]
+    result = subprocess.run(
+        [sys.executable, "-m", "exportable_loss", *command, "-o", path],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith(f"PASS executorch training step {path}")
+    assert "parameters after 20 SGD steps (lr 0.01, momentum 0.9, weight decay 0.01)" in result.stdout
+    assert "cpuinfo" not in result.stderr  # the runtime's CPU probing stays off the terminal
+
+    step, model, loss = et.ExecuTorchStep(path), demo("mlp"), el.HuberLoss()
+    x = example_input("mlp", 8, seed=5)[0]
+    target, weight = torch.rand(8, 4), torch.rand(8)
+    got, per_sample = step.forward_backward(x, target, weight)
+    want = loss(model(x), target, weight)
+    torch.testing.assert_close(got, want.detach(), rtol=0, atol=1e-6)
+    grads = dict(zip([n for n, _ in model.named_parameters()], torch.autograd.grad(want, list(model.parameters()))))
+    for name, g in grads.items():
+        torch.testing.assert_close(step.named_gradients()[f"model.{name}"], g, rtol=0, atol=1e-6)
 
 
 # ------------------------------------------------------------------ every loss, both backends

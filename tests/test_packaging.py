@@ -35,6 +35,22 @@ def test_onnxruntime_or_onnxruntime_gpu_never_both():
     assert "mypy" in _names(extras["test"])
 
 
+def test_executorch_comes_without_the_dependencies_it_never_uses():
+    """The executorch extra holds what a training step imports; executorch itself is installed
+    with --no-deps (its metadata asks for torchao, coremltools, ...), in CI and in the error's
+    advice, at the version CI pins."""
+    from exportable_loss.export.executorch import INSTALL_HINT
+
+    extra = _names(_project()["project"]["optional-dependencies"]["executorch"])
+    assert extra == {"numpy", "flatbuffers", "ruamel.yaml", "tabulate"}
+    with open(os.path.join(ROOT, "constraints", "ci.txt")) as f:
+        (pin,) = [line.strip() for line in f if line.startswith("executorch==")]
+    with open(os.path.join(ROOT, ".ci", "run")) as f:
+        ci = f.read()
+    assert "--no-deps executorch" in ci and "executorch]" in ci
+    assert f"pip install --no-deps {pin} && pip install 'exportable-loss[executorch]'" == INSTALL_HINT
+
+
 def test_the_wheel_ships_py_typed(tmp_path):
     """setuptools >= 77 (the SPDX license string) builds a wheel holding the py.typed marker."""
     requires = _project()["build-system"]["requires"]
