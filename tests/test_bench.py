@@ -12,6 +12,7 @@ import pytest
 
 from exportable_loss.bench import suite, timing
 from exportable_loss.cli import main
+from exportable_loss.export import executorch
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,8 @@ def test_bench_quick_writes_every_figure_with_its_spread(quick_run):
     assert {r["reduction"] for r in results["overhead"]} == {"none", "mean", "sum"}
     assert len(results["sweep"]) == 3 * (4 + 3) and len(results["onnxruntime"]) == 2
     figures = _figures(results)
-    assert len(figures) == 2 * 6 + 2 * 6 + 21 + 2 * 2
+    steps = len(suite.STEP_BATCHES) if executorch.available() else 0  # ExecuTorch against eager
+    assert len(figures) == 2 * 6 + 2 * 6 + 21 + 2 * 2 + 2 * steps
     for f in figures:
         assert f["ms"] > 0 and f["iqr_ms"] >= 0 and f["runs"] >= timing.MIN_RUNS
         assert f["reliable"] == (f["iqr_ms"] / f["ms"] <= timing.UNRELIABLE)
@@ -79,7 +81,19 @@ def test_unreliable_figures_are_marked_and_reported(quick_run):
         assert f"warning: {len(flagged)} figures have a spread above 10% of their median" in stderr
     else:
         assert "have a spread above" not in stderr
-    assert "\r" not in stderr and "bench: 35/35" in stderr  # a log gets plain progress lines
+    total = 35 + (len(suite.STEP_BATCHES) if executorch.available() else 0)
+    assert "\r" not in stderr and f"bench: {total}/{total}" in stderr  # a log gets plain progress lines
+
+
+@pytest.mark.skipif(not executorch.available(), reason="needs the executorch extra")
+def test_a_training_step_in_executorch_is_timed_against_eager(quick_run):
+    _, out, stdout, *_ = quick_run
+    rows = json.loads((out / "bench.json").read_text())["executorch"]
+    assert [r["size"] for r in rows] == list(suite.STEP_BATCHES)
+    for r in rows:
+        assert r["ratio"] == pytest.approx(r["executorch"]["ms"] / r["eager"]["ms"])
+    assert "### A training step: ExecuTorch's training runtime against eager PyTorch" in stdout
+    assert f"| {suite.STEP_BATCHES[-1]} | " in stdout
 
 
 def test_onnxruntime_is_timed_with_one_session_per_loss(quick_run):

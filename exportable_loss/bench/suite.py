@@ -5,9 +5,10 @@ the docs embed and, with matplotlib (the ``bench`` extra), a PNG plot.
 On the CPU it measures the torch backend's forward+backward against the matching ``torch.nn``
 loss (target: at most 5% slower at (4096, 1000) cross entropy and 1M-element MSE), the cost of
 weighted and per-sample reductions, a size sweep against ``torch.nn`` and ``torch.compile``,
-and onnxruntime against eager for the exported losses (one ``InferenceSession`` reused for
-every call, as an application does). On CUDA it adds the Triton backend, peak memory and
-bandwidth (``exportable_loss.bench.cuda``). Every time comes with its spread
+onnxruntime against eager for the exported losses (one ``InferenceSession`` reused for
+every call, as an application does), and, with ExecuTorch installed, a training step in
+ExecuTorch's training runtime against eager PyTorch at two batch sizes. On CUDA it adds the
+Triton backend, peak memory and bandwidth (``exportable_loss.bench.cuda``). Every time comes with its spread
 (``exportable_loss.bench.timing``); unreliable figures are marked and reported.
 """
 
@@ -29,6 +30,7 @@ from exportable_loss.bench import timing
 from exportable_loss.bench.timing import Timing
 
 Rows = List[Dict[str, Any]]  # JSON rows
+STEP_BATCHES = (8, 64)  # the training step's batch sizes (ExecuTorch against eager)
 PLOT_HINT = "pip install 'exportable-loss[bench]'"
 
 
@@ -63,7 +65,10 @@ def cpu_suite(quick: bool) -> Dict[str, Rows]:
     seconds, rounds = (1.0, 2) if quick else (4.0, 3)  # time budget per figure
     ce_sizes = [512, 1024, 2048, 4096]
     mse_sizes = [1 << 16, 1 << 18, 1 << 20] if quick else [1 << 16, 1 << 18, 1 << 20, 1 << 22]
-    progress = Progress(6 + 6 + 3 * (len(ce_sizes) + len(mse_sizes)) + 2, "bench")
+    from exportable_loss.export import executorch
+
+    step_sizes = STEP_BATCHES if executorch.available() else ()
+    progress = Progress(6 + 6 + 3 * (len(ce_sizes) + len(mse_sizes)) + 2 + len(step_sizes), "bench")
     out: Dict[str, Rows] = {"overhead": [], "extras": [], "sweep": [], "onnxruntime": []}
 
     headline: List[Tuple[str, Tuple[Tensor, Tensor], type, type]] = [
@@ -126,7 +131,52 @@ def cpu_suite(quick: bool) -> Dict[str, Rows]:
             row = {"loss": name, **{k: v.to_dict() for k, v in times.items()}}
             out["onnxruntime"].append({**row, **_pair(times["onnxruntime"], times["eager"])})
             progress.step(f"onnxruntime {name}")
+    if step_sizes:
+        out["executorch"] = _executorch_steps(step_sizes, rounds, seconds, progress)
     return out
+
+
+def _executorch_steps(sizes: Tuple[int, ...], rounds: int, seconds: float, progress: Progress) -> Rows:
+    """Time per training step of the demo MLP under cross entropy with SGD (momentum 0.9), at
+    each batch size: ExecuTorch's training runtime (``forward_backward`` and its optimizer's
+    step) against eager PyTorch (forward, backward, ``torch.optim.SGD``)."""
+    from importlib.metadata import version
+
+    from exportable_loss.export.demo_models import demo, example_input
+    from exportable_loss.export.executorch import ExecuTorchStep, export_executorch_step
+
+    model, loss = demo("mlp"), el.CrossEntropyLoss()
+    rows: Rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "step.pte")
+        export_executorch_step(model, loss, example_input("mlp", 6), path, max_batch=max(sizes))
+        step = ExecuTorchStep(path)
+        step.forward_backward(*example_input("mlp", 2))  # the runtime names its parameters on the first call
+        sgd = step.sgd(lr=1e-3, momentum=0.9)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        for n in sizes:
+            inputs = example_input("mlp", n)
+            calls: Dict[str, Callable[[], object]] = {
+                "eager": functools.partial(_eager_step, model, loss, optimizer, *inputs),
+                "executorch": functools.partial(_runtime_step, step, sgd, *inputs),
+            }
+            times = timing.interleaved(calls, rounds, seconds)
+            row = {"loss": "mlp + cross_entropy, SGD step", "size": n, "version": version("executorch")}
+            row.update({k: v.to_dict() for k, v in times.items()})
+            rows.append({**row, **_pair(times["executorch"], times["eager"])})
+            progress.step(f"executorch step at batch {n}")
+    return rows
+
+
+def _eager_step(model: nn.Module, loss: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, *rest: Tensor) -> None:
+    optimizer.zero_grad()
+    loss(model(x), *rest).backward()
+    optimizer.step()
+
+
+def _runtime_step(step: Any, sgd: Any, *inputs: Tensor) -> None:
+    step.forward_backward(*inputs)
+    sgd.step(step.named_gradients())
 
 
 def _no_grad(loss: nn.Module, *args: Tensor) -> Tensor:
@@ -197,6 +247,22 @@ def markdown(results: Dict[str, Rows], header: str) -> str:
         f"| {ratio(_t(r['onnxruntime']), _t(r['eager']), 2)} |"
         for r in results["onnxruntime"]
     ]
+    lines += ["", "### A training step: ExecuTorch's training runtime against eager PyTorch", ""]
+    if results.get("executorch"):
+        lines += [
+            "The demo MLP under cross entropy: forward, backward and an SGD update (momentum 0.9) per step; "
+            f"ExecuTorch {results['executorch'][0]['version']}'s portable kernels.",
+            "",
+            "| batch | eager (ms) | ExecuTorch (ms) | ratio |",
+            "|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['size']} | {cell(_t(r['eager']))} | {cell(_t(r['executorch']))} "
+            f"| {ratio(_t(r['executorch']), _t(r['eager']))} |"
+            for r in results["executorch"]
+        ]
+    else:
+        lines += ["Not measured: ExecuTorch is not installed (see the exporting page)."]
     if results.get("cuda"):
         lines += ["", "### CUDA: Triton backend", "", "| loss | shape | dtype | impl | ms | extra MB | GB/s |"]
         lines += ["|---|---|---|---|---:|---:|---:|"]
