@@ -2,6 +2,7 @@
 
 import doctest
 import importlib
+import importlib.util
 import re
 from pathlib import Path
 
@@ -19,11 +20,14 @@ MODULES = sorted({spec.module.__module__ for spec in specs().values()}) + [
     "exportable_loss.export.api",
     "exportable_loss.export.step",
     "exportable_loss.export.onnx",
+    "exportable_loss.export.executorch",
 ]
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name, tmp_path, monkeypatch):
+    if name.endswith("executorch") and importlib.util.find_spec("executorch") is None:
+        pytest.skip("needs the executorch extra")
     monkeypatch.chdir(tmp_path)  # the export examples write their files here
     result = doctest.testmod(importlib.import_module(name), extraglobs={"torch": torch}, verbose=False)
     assert result.attempted > 0 and result.failed == 0

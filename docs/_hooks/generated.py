@@ -22,6 +22,16 @@ def losses_table() -> str:
     return "\n".join(rows)
 
 
+def step_losses_table() -> str:
+    from exportable_loss import catalog
+    from exportable_loss.export.step import step_losses
+
+    rows = ["| loss | backends |", "|---|---|"]
+    for name in step_losses():
+        rows.append(f"| `{name}` | {', '.join(f'`{b}`' for b in catalog.get(name).backends)} |")
+    return "\n".join(rows)
+
+
 def position_weight_losses() -> str:
     """The losses whose ``sample_weight`` may hold one weight per position (``LossSpec.positions``)."""
     return ", ".join(f"`{spec.function.__name__}`" for spec in specs().values() if spec.positions is not None)
@@ -30,6 +40,7 @@ def position_weight_losses() -> str:
 TABLES = {
     "<!-- generated: losses -->": losses_table,
     "<!-- generated: position-weight losses -->": position_weight_losses,
+    "<!-- generated: step-losses -->": step_losses_table,
 }
 
 

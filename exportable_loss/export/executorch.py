@@ -11,7 +11,7 @@ custom op of this library (``backend="triton"``) replaced by its own PyTorch imp
 (private, marked unstable by PyTorch) for the joint forward-backward program in core ATen
 operators; then ``executorch.exir.to_edge(...).to_executorch()``. ExecuTorch plans memory for the
 largest batch it was told of: the runtime refuses larger ones, so ``max_batch`` is part of the
-program (its constant method ``max_batch``) and :class:`ExecuTorchStep` checks it.
+program (its constant method ``max_batch``) and ``ExecuTorchStep`` checks it.
 """
 
 import contextlib
@@ -179,7 +179,8 @@ class ExecuTorchStep:
     """A training step loaded into ExecuTorch's training runtime, with its batch limit checked.
 
     Args:
-        path: the ``.pte`` file :func:`export_executorch_step` wrote.
+        path: the ``.pte`` file [export_executorch_step][exportable_loss.export.executorch.export_executorch_step]
+            wrote.
 
     Attributes:
         module: the runtime's ``TrainingModule`` (``forward_backward``, ``named_gradients()``,
@@ -233,7 +234,8 @@ class ExecuTorchStep:
 
 @dataclasses.dataclass
 class StepReport:
-    """What :func:`export_executorch_step` wrote and how its runtime agrees with PyTorch."""
+    """What [export_executorch_step][exportable_loss.export.executorch.export_executorch_step] wrote
+    and how ExecuTorch's training runtime agrees with PyTorch on it."""
 
     path: str
     format: str
@@ -375,6 +377,18 @@ def export_executorch_step(
         ExportError: bad inputs or ``max_batch``, a destination that is not a writable ``.pte``
             file, or a step ExecuTorch cannot lower.
         ImportError: ExecuTorch is not installed.
+
+    Examples:
+        >>> from exportable_loss import CrossEntropyLoss
+        >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
+        >>> x, target = torch.randn(6, 8), torch.randint(0, 4, (6,))
+        >>> report = export_executorch_step(model, CrossEntropyLoss(), (x, target), "step.pte", max_batch=32)
+        >>> report.passed, report.outputs, report.parameters[:2]
+        (True, ['loss', 'per_sample_loss'], ['model.0.weight', 'model.0.bias'])
+        >>> step = ExecuTorchStep("step.pte")
+        >>> loss, per_sample = step.forward_backward(torch.randn(32, 8), torch.randint(0, 4, (32,)))
+        >>> sgd = step.sgd(lr=0.1, momentum=0.9)
+        >>> sgd.step(step.named_gradients())  # the parameters the program holds move
     """
     step_format(path, "executorch")
     _require()
