@@ -4,7 +4,8 @@ matrix, run the benchmarks. It parses arguments and prints; the work lives in th
     exportable-loss export LOSS [--option NAME=VALUE ...] [--shape INPUT=DIMS ...]
                                 [--dynamic INPUT:DIM=LABEL ...] [--reduction R] [--backend B]
                                 [--sample-weight] [--demo] [--format F] [--exporter E] -o FILE
-    exportable-loss export-step [--model NAME|module:factory] [--loss LOSS] [--option ...] -o FILE
+    exportable-loss export-step [--model NAME|module:factory] [--loss LOSS] [--option ...]
+                                [--format onnx|executorch] [--max-batch N] -o FILE.onnx|FILE.pte
     exportable-loss matrix [--losses ...] [--reductions ...] [--backends ...] [--paths ...] [-o FILE]
     exportable-loss bench [--quick] [--out DIR]
     exportable-loss bench-linear-ce [--shape TOKENS HIDDEN VOCAB] [--repeats N] [--out DIR]
