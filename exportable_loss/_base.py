@@ -1,7 +1,7 @@
 """The base of every loss module: ``reduction`` and ``backend`` checked and kept as constants."""
 
 import warnings
-from typing import Optional
+from typing import Final, Optional
 
 from torch import nn
 
@@ -31,6 +31,10 @@ class _Loss(nn.Module):
 
     # Constants: TorchScript inlines them and torch.compile never recompiles on them.
     __constants__ = ["reduction", "backend"]
+    # backend != "torch", a constant TorchScript branches on at compile time: only a module that
+    # may run a Triton kernel puts the op into its TorchScript code (a torch-backend artifact
+    # holds standard operators only and loads without this library)
+    fused: Final[bool]
 
     def __init__(
         self,
@@ -47,6 +51,7 @@ class _Loss(nn.Module):
         check_backend(backend)
         self.reduction = reduction
         self.backend = backend
+        self.fused = backend != "torch"
 
     def extra_repr(self) -> str:
         options = [f"{name}={getattr(self, name)!r}" for name in self.__constants__]

@@ -45,6 +45,13 @@ def check_floating(name: str, t: Tensor) -> None:
         raise ValueError(f"{name} must be a floating-point tensor; got dtype {t.dtype}")
 
 
+def check_real_target(target: Tensor) -> None:
+    """Targets are real numbers: a complex one would lose its imaginary part or make the loss
+    complex, a boolean one fails inside torch's arithmetic."""
+    if target.dtype == torch.bool or target.is_complex():
+        raise ValueError(f"target must have a real, non-bool dtype (convert a mask with .float()); got {target.dtype}")
+
+
 def check_device(name: str, t: Optional[Tensor], input: Tensor) -> None:
     if t is not None and t.device != input.device:
         raise ValueError(f"{name} must be on the input's device {input.device}; got {t.device}")
@@ -249,6 +256,7 @@ def prepare_pointwise(
 ) -> Tuple[Tensor, Tensor]:
     """Checks for the element-wise losses (dim 0 is the batch whenever input has a dimension)."""
     check_floating("input", input)
+    check_real_target(target)
     check_device("target", target, input)
     check_same_shapes(["input", "target"], [input, target])
     check_reduction_args(reduction, input, input.dim() > 0, sample_weight, normalizer, choices, input.shape)

@@ -14,8 +14,16 @@ from torch import Tensor, nn
 from exportable_loss import _checks
 from exportable_loss._base import _Loss
 from exportable_loss._dispatch import use_triton
+from exportable_loss._numerics import accumulation_dtype
 from exportable_loss._ops.cross_entropy import fused_cross_entropy
-from exportable_loss._reduction import DENOMINATOR_DTYPE, mean_denominator, reduce_loss
+from exportable_loss._reduction import (
+    DENOMINATOR_DTYPE,
+    counted_gradient,
+    guard_counted_gradient,
+    mean_denominator,
+    reduce_loss,
+    sample_weights_like,
+)
 from exportable_loss._registry import EXAMPLE_CLASSES, declare, example_class_indices
 from exportable_loss._targets import class_dimension, class_terms, counted_targets
 from exportable_loss._vocab_parallel import dtensor_cross_entropy, is_dtensor
@@ -86,55 +94,83 @@ def cross_entropy(
         input, target = _checks.prepare_class(
             input, target, weight, ignore_index, reduction, sample_weight, normalizer, validate, backend, class_dim
         )
-    if use_triton(backend, input):
-        return fused_cross_entropy(
-            input,
-            target,
-            weight=weight,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            label_smoothing=label_smoothing,
-            sample_weight=sample_weight,
-            normalizer=normalizer,
-            z_loss=z_loss,
-            logit_softcap=logit_softcap,
-            inplace_backward=inplace_backward,
-            class_dim=class_dim,
-        )
+        # only here: a TorchScript artifact calls the op through its module (CrossEntropyLoss.forward)
+        if use_triton(backend, input):
+            return fused_cross_entropy(
+                input,
+                target,
+                weight=weight,
+                ignore_index=ignore_index,
+                reduction=reduction,
+                label_smoothing=label_smoothing,
+                sample_weight=sample_weight,
+                normalizer=normalizer,
+                z_loss=z_loss,
+                logit_softcap=logit_softcap,
+                inplace_backward=inplace_backward,
+                class_dim=class_dim,
+            )
     dim = class_dimension(input.dim(), class_dim)
     num_classes = input.shape[dim]
+    # per-position terms in float32 for half-precision logits: class weights, smoothing sums and
+    # the z-loss overflow float16 long before the reduction's float32 sum
+    acc = accumulation_dtype(input.dtype)
+    probabilities = target.is_floating_point()
+    counts = _counted_positions(target, ignore_index, sample_weight, probabilities, dim)
+    guarded = counted_gradient(input, counts)
+    x = guarded
     if logit_softcap is not None:
-        input = logit_softcap * torch.tanh(input / logit_softcap)
+        x = logit_softcap * torch.tanh(x / logit_softcap)
     lse: Optional[Tensor] = None
     if z_loss != 0.0:
-        lse = torch.logsumexp(input, dim, keepdim=True)
-        logp = input - lse
+        lse = torch.logsumexp(x, dim, keepdim=True)
+        logp = x - lse
     else:
-        logp = torch.log_softmax(input, dim)
+        logp = torch.log_softmax(x, dim)
     weight_b: Optional[Tensor] = None
     if weight is not None:
         shape = [1] * input.dim()
         shape[dim] = num_classes
-        weight_b = weight.to(input.dtype).reshape(shape)
+        weight_b = weight.to(acc).reshape(shape)
 
-    if target.is_floating_point():
+    if probabilities:
         if label_smoothing > 0.0:
             target = target * (1.0 - label_smoothing) + label_smoothing / num_classes
         prod = logp * target if weight_b is None else logp * target * weight_b
-        loss = -prod.sum(dim)
+        loss = -prod.sum(dim, dtype=acc)
         if lse is not None:
-            loss = loss + z_loss * lse.squeeze(dim) ** 2
-        return reduce_loss(loss, reduction, sample_weight, normalizer)
+            loss = loss + z_loss * lse.squeeze(dim).to(acc) ** 2
+        if not torch.jit.is_scripting():
+            guard_counted_gradient(guarded, counts, loss.unsqueeze(dim))
+        return reduce_loss(loss, reduction, sample_weight, normalizer).to(input.dtype)
 
     loss, valid, target_weight = class_terms(logp, target, weight, ignore_index, class_dim)
     if label_smoothing > 0.0:
-        smooth = -(logp.sum(dim) if weight_b is None else (logp * weight_b).sum(dim))
+        # a class masked with -inf makes this term inf, as in torch.nn
+        smooth = -(logp.sum(dim, dtype=acc) if weight_b is None else (logp * weight_b).sum(dim, dtype=acc))
         loss = (1.0 - label_smoothing) * loss + (label_smoothing / num_classes) * smooth
     if lse is not None:
-        z_term = z_loss * lse.squeeze(dim) ** 2
+        z_term = z_loss * lse.squeeze(dim).to(acc) ** 2
         loss = loss + (z_term if target_weight is None else z_term * target_weight)
+    if not torch.jit.is_scripting():
+        guard_counted_gradient(guarded, counts, loss.unsqueeze(dim))
     loss = torch.where(valid, loss, torch.zeros_like(loss))
-    return reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight)
+    return reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight).to(input.dtype)
+
+
+def _counted_positions(
+    target: Tensor, ignore_index: int, sample_weight: Optional[Tensor], probabilities: bool, dim: int
+) -> Optional[Tensor]:
+    """The positions that count (not ``ignore_index``, sample weight not 0), with a class
+    dimension of 1 at ``dim`` to broadcast over the logits; None where every position counts."""
+    counts: Optional[Tensor] = None
+    if not probabilities:
+        counts = target != ignore_index
+    if sample_weight is not None:
+        positions = target.select(dim, 0) if probabilities else target
+        nonzero = sample_weights_like(sample_weight, positions) != 0
+        counts = nonzero if counts is None else counts & nonzero
+    return counts.unsqueeze(dim) if counts is not None else None
 
 
 def nll_loss(
@@ -183,7 +219,7 @@ def nll_loss(
         )
     loss, valid, target_weight = class_terms(input, target, weight, ignore_index)
     loss = torch.where(valid, loss, torch.zeros_like(loss))
-    return reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight)
+    return reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight).to(input.dtype)
 
 
 def class_positions(module: nn.Module, target: Tensor) -> Tuple[int, ...]:
@@ -327,6 +363,22 @@ class CrossEntropyLoss(_Loss):
             The loss in ``input``'s dtype: the target's shape (positions) for ``"none"``,
             ``(N,)`` for ``"per_sample"``, 0-dim for ``"mean"`` and ``"sum"``.
         """
+        if torch.jit.is_scripting() and self.fused:  # a Triton-backend artifact only
+            if use_triton(self.backend, input):
+                return fused_cross_entropy(
+                    input,
+                    target,
+                    weight=self.weight,
+                    ignore_index=self.ignore_index,
+                    reduction=self.reduction,
+                    label_smoothing=self.label_smoothing,
+                    sample_weight=sample_weight,
+                    normalizer=normalizer,
+                    z_loss=self.z_loss,
+                    logit_softcap=self.logit_softcap,
+                    inplace_backward=self.inplace_backward,
+                    class_dim=self.class_dim,
+                )
         return cross_entropy(
             input,
             target,

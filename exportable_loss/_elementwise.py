@@ -18,15 +18,18 @@ from torch import Tensor, nn
 from exportable_loss import _checks
 from exportable_loss._base import _Loss
 from exportable_loss._dispatch import primitive_path, use_triton
-from exportable_loss._numerics import softplus
+from exportable_loss._numerics import focal_modulator, softplus
 from exportable_loss._ops.pointwise import fused_pointwise
 from exportable_loss._reduction import (
     DENOMINATOR_DTYPE,
     KL_REDUCTIONS,
     REDUCTIONS,
+    counted_gradient,
     element_positions,
     every_element,
+    guard_counted_gradient,
     reduce_loss,
+    sample_weights_like,
 )
 from exportable_loss._registry import declare
 
@@ -44,6 +47,23 @@ def _plain_reduction(
         and (input.dtype == torch.float32 or input.dtype == torch.float64)
         and input.numel() > 0
     )
+
+
+def _counts(input: Tensor, sample_weight: Optional[Tensor]) -> Optional[Tensor]:
+    """The samples that count (weight not 0), shaped to broadcast over ``input``; None: all."""
+    if sample_weight is None:
+        return None
+    return sample_weights_like(sample_weight, input) != 0
+
+
+def _reduce(
+    loss: Tensor, x: Tensor, reduction: str, sample_weight: Optional[Tensor], normalizer: Optional[Tensor]
+) -> Tensor:
+    """The reduction of the term computed from ``x = counted_gradient(input, _counts(...))``:
+    samples of weight 0 get exactly 0 gradient, even where they hold NaN or Inf."""
+    if not torch.jit.is_scripting():
+        guard_counted_gradient(x, _counts(x, sample_weight), loss)
+    return reduce_loss(loss, reduction, sample_weight, normalizer)
 
 
 def binary_cross_entropy_with_logits(
@@ -84,23 +104,25 @@ def binary_cross_entropy_with_logits(
         )
         _checks.check_device("weight", weight, input)
         _checks.check_device("pos_weight", pos_weight, input)
-    if use_triton(backend, input):
-        return fused_pointwise(
-            "bce_logits", input, target, reduction, sample_weight, normalizer, weight=weight, pos_weight=pos_weight
-        )
+        # only here: a TorchScript artifact calls the op through its module's forward
+        if use_triton(backend, input):
+            return fused_pointwise(
+                "bce_logits", input, target, reduction, sample_weight, normalizer, weight=weight, pos_weight=pos_weight
+            )
+    x = counted_gradient(input, _counts(input, sample_weight))
     if primitive_path():
-        log_term = softplus(-input)
+        log_term = softplus(-x)
         if pos_weight is not None:
             log_term = (1.0 + (pos_weight - 1.0) * target) * log_term
-        loss = (1.0 - target) * input + log_term
+        loss = (1.0 - target) * x + log_term
         if weight is not None:
             loss = loss * weight
         loss = loss.to(input.dtype)
     else:
-        loss = F.binary_cross_entropy_with_logits(input, target, weight, reduction="none", pos_weight=pos_weight).to(
+        loss = F.binary_cross_entropy_with_logits(x, target, weight, reduction="none", pos_weight=pos_weight).to(
             input.dtype
         )
-    return reduce_loss(loss, reduction, sample_weight, normalizer)
+    return _reduce(loss, x, reduction, sample_weight, normalizer)
 
 
 def mse_loss(
@@ -135,16 +157,17 @@ def mse_loss(
         input, target = _checks.prepare_pointwise(
             input, target, reduction, sample_weight, normalizer, REDUCTIONS, backend
         )
-    if use_triton(backend, input):
-        return fused_pointwise("mse", input, target, reduction, sample_weight, normalizer)
+        if use_triton(backend, input):
+            return fused_pointwise("mse", input, target, reduction, sample_weight, normalizer)
+    x = counted_gradient(input, _counts(input, sample_weight))
     if primitive_path():
-        diff = input - target
+        diff = x - target
         loss = diff * diff
     elif _plain_reduction(input, reduction, sample_weight, normalizer):
         return F.mse_loss(input, target, reduction=reduction)
     else:
-        loss = F.mse_loss(input, target, reduction="none")
-    return reduce_loss(loss, reduction, sample_weight, normalizer)
+        loss = F.mse_loss(x, target, reduction="none")
+    return _reduce(loss, x, reduction, sample_weight, normalizer)
 
 
 def l1_loss(
@@ -179,15 +202,16 @@ def l1_loss(
         input, target = _checks.prepare_pointwise(
             input, target, reduction, sample_weight, normalizer, REDUCTIONS, backend
         )
-    if use_triton(backend, input):
-        return fused_pointwise("l1", input, target, reduction, sample_weight, normalizer)
+        if use_triton(backend, input):
+            return fused_pointwise("l1", input, target, reduction, sample_weight, normalizer)
+    x = counted_gradient(input, _counts(input, sample_weight))
     if primitive_path():
-        loss = torch.abs(input - target)
+        loss = torch.abs(x - target)
     elif _plain_reduction(input, reduction, sample_weight, normalizer):
         return F.l1_loss(input, target, reduction=reduction)
     else:
-        loss = F.l1_loss(input, target, reduction="none")
-    return reduce_loss(loss, reduction, sample_weight, normalizer)
+        loss = F.l1_loss(x, target, reduction="none")
+    return _reduce(loss, x, reduction, sample_weight, normalizer)
 
 
 def smooth_l1_loss(
@@ -228,10 +252,11 @@ def smooth_l1_loss(
         input, target = _checks.prepare_pointwise(
             input, target, reduction, sample_weight, normalizer, REDUCTIONS, backend
         )
-    if use_triton(backend, input):
-        return fused_pointwise("smooth_l1", input, target, reduction, sample_weight, normalizer, p1=beta)
+        if use_triton(backend, input):
+            return fused_pointwise("smooth_l1", input, target, reduction, sample_weight, normalizer, p1=beta)
+    x = counted_gradient(input, _counts(input, sample_weight))
     if primitive_path():
-        diff = torch.abs(input - target)
+        diff = torch.abs(x - target)
         if beta == 0.0:
             loss = diff
         else:
@@ -239,8 +264,8 @@ def smooth_l1_loss(
     elif _plain_reduction(input, reduction, sample_weight, normalizer):
         return F.smooth_l1_loss(input, target, reduction=reduction, beta=beta)
     else:
-        loss = F.smooth_l1_loss(input, target, reduction="none", beta=beta)
-    return reduce_loss(loss, reduction, sample_weight, normalizer)
+        loss = F.smooth_l1_loss(x, target, reduction="none", beta=beta)
+    return _reduce(loss, x, reduction, sample_weight, normalizer)
 
 
 def huber_loss(
@@ -281,16 +306,17 @@ def huber_loss(
         input, target = _checks.prepare_pointwise(
             input, target, reduction, sample_weight, normalizer, REDUCTIONS, backend
         )
-    if use_triton(backend, input):
-        return fused_pointwise("huber", input, target, reduction, sample_weight, normalizer, p1=delta)
+        if use_triton(backend, input):
+            return fused_pointwise("huber", input, target, reduction, sample_weight, normalizer, p1=delta)
+    x = counted_gradient(input, _counts(input, sample_weight))
     if primitive_path():
-        diff = torch.abs(input - target)
+        diff = torch.abs(x - target)
         loss = torch.where(diff < delta, 0.5 * diff * diff, delta * (diff - 0.5 * delta))
     elif _plain_reduction(input, reduction, sample_weight, normalizer):
         return F.huber_loss(input, target, reduction=reduction, delta=delta)
     else:
-        loss = F.huber_loss(input, target, reduction="none", delta=delta)
-    return reduce_loss(loss, reduction, sample_weight, normalizer)
+        loss = F.huber_loss(x, target, reduction="none", delta=delta)
+    return _reduce(loss, x, reduction, sample_weight, normalizer)
 
 
 def kl_div(
@@ -333,18 +359,19 @@ def kl_div(
         input, target = _checks.prepare_pointwise(
             input, target, reduction, sample_weight, normalizer, KL_REDUCTIONS, backend
         )
-    if use_triton(backend, input):
-        return fused_pointwise(
-            "kl_log_target" if log_target else "kl", input, target, reduction, sample_weight, normalizer
-        )
+        if use_triton(backend, input):
+            return fused_pointwise(
+                "kl_log_target" if log_target else "kl", input, target, reduction, sample_weight, normalizer
+            )
+    x = counted_gradient(input, _counts(input, sample_weight))
     if log_target:
-        loss = torch.exp(target) * (target - input)
+        loss = torch.exp(target) * (target - x)
     elif primitive_path():
         entropy = torch.where(target == 0, torch.zeros_like(target), target * torch.log(target))
-        loss = entropy - target * input
+        loss = entropy - target * x
     else:
-        loss = F.kl_div(input, target, reduction="none", log_target=False)
-    return reduce_loss(loss, reduction, sample_weight, normalizer)
+        loss = F.kl_div(x, target, reduction="none", log_target=False)
+    return _reduce(loss, x, reduction, sample_weight, normalizer)
 
 
 def sigmoid_focal_loss(
@@ -388,18 +415,19 @@ def sigmoid_focal_loss(
         input, target = _checks.prepare_pointwise(
             input, target, reduction, sample_weight, normalizer, REDUCTIONS, backend
         )
-    if use_triton(backend, input):
-        return fused_pointwise("focal", input, target, reduction, sample_weight, normalizer, p1=alpha, p2=gamma)
-    p = torch.sigmoid(input)
+        if use_triton(backend, input):
+            return fused_pointwise("focal", input, target, reduction, sample_weight, normalizer, p1=alpha, p2=gamma)
+    x = counted_gradient(input, _counts(input, sample_weight))
+    p = torch.sigmoid(x)
     if primitive_path():
-        ce = (1.0 - target) * input + softplus(-input)
+        ce = (1.0 - target) * x + softplus(-x)
     else:
-        ce = F.binary_cross_entropy_with_logits(input, target, reduction="none")
+        ce = F.binary_cross_entropy_with_logits(x, target, reduction="none")
     p_t = p * target + (1.0 - p) * (1.0 - target)
-    loss = ce * (1.0 - p_t) ** gamma
+    loss = ce * focal_modulator(1.0 - p_t, gamma)
     if alpha >= 0:
         loss = (alpha * target + (1.0 - alpha) * (1.0 - target)) * loss
-    return reduce_loss(loss, reduction, sample_weight, normalizer)
+    return _reduce(loss, x, reduction, sample_weight, normalizer)
 
 
 def _kl_denominator(
@@ -484,6 +512,18 @@ class BCEWithLogitsLoss(_Loss):
         Returns:
             The loss in ``input``'s dtype, shaped by ``reduction``.
         """
+        if torch.jit.is_scripting() and self.fused:  # a Triton-backend artifact only
+            if use_triton(self.backend, input):
+                return fused_pointwise(
+                    "bce_logits",
+                    input,
+                    target,
+                    self.reduction,
+                    sample_weight,
+                    normalizer,
+                    weight=self.weight,
+                    pos_weight=self.pos_weight,
+                )
         return binary_cross_entropy_with_logits(
             input,
             target,
@@ -549,6 +589,9 @@ class MSELoss(_Loss):
         Returns:
             The loss in ``input``'s dtype, shaped by ``reduction``.
         """
+        if torch.jit.is_scripting() and self.fused:  # a Triton-backend artifact only
+            if use_triton(self.backend, input):
+                return fused_pointwise("mse", input, target, self.reduction, sample_weight, normalizer)
         return mse_loss(input, target, self.reduction, sample_weight, normalizer, self.backend)
 
 
@@ -605,6 +648,9 @@ class L1Loss(_Loss):
         Returns:
             The loss in ``input``'s dtype, shaped by ``reduction``.
         """
+        if torch.jit.is_scripting() and self.fused:  # a Triton-backend artifact only
+            if use_triton(self.backend, input):
+                return fused_pointwise("l1", input, target, self.reduction, sample_weight, normalizer)
         return l1_loss(input, target, self.reduction, sample_weight, normalizer, self.backend)
 
 
@@ -669,6 +715,11 @@ class SmoothL1Loss(_Loss):
         Returns:
             The loss in ``input``'s dtype, shaped by ``reduction``.
         """
+        if torch.jit.is_scripting() and self.fused:  # a Triton-backend artifact only
+            if use_triton(self.backend, input):
+                return fused_pointwise(
+                    "smooth_l1", input, target, self.reduction, sample_weight, normalizer, p1=self.beta
+                )
         return smooth_l1_loss(input, target, self.reduction, self.beta, sample_weight, normalizer, self.backend)
 
 
@@ -724,6 +775,9 @@ class HuberLoss(_Loss):
         Returns:
             The loss in ``input``'s dtype, shaped by ``reduction``.
         """
+        if torch.jit.is_scripting() and self.fused:  # a Triton-backend artifact only
+            if use_triton(self.backend, input):
+                return fused_pointwise("huber", input, target, self.reduction, sample_weight, normalizer, p1=self.delta)
         return huber_loss(input, target, self.reduction, self.delta, sample_weight, normalizer, self.backend)
 
 
@@ -790,6 +844,16 @@ class KLDivLoss(_Loss):
         Returns:
             The loss in ``input``'s dtype, shaped by ``reduction``.
         """
+        if torch.jit.is_scripting() and self.fused:  # a Triton-backend artifact only
+            if use_triton(self.backend, input):
+                return fused_pointwise(
+                    "kl_log_target" if self.log_target else "kl",
+                    input,
+                    target,
+                    self.reduction,
+                    sample_weight,
+                    normalizer,
+                )
         return kl_div(input, target, self.reduction, self.log_target, sample_weight, normalizer, self.backend)
 
 
@@ -849,6 +913,11 @@ class FocalLoss(_Loss):
         Returns:
             The loss in ``input``'s dtype, shaped by ``reduction``.
         """
+        if torch.jit.is_scripting() and self.fused:  # a Triton-backend artifact only
+            if use_triton(self.backend, input):
+                return fused_pointwise(
+                    "focal", input, target, self.reduction, sample_weight, normalizer, p1=self.alpha, p2=self.gamma
+                )
         return sigmoid_focal_loss(
             input, target, self.alpha, self.gamma, self.reduction, sample_weight, normalizer, self.backend
         )

@@ -27,3 +27,17 @@ def autocast_float32(tensors: List[Tensor]) -> List[Tensor]:
     if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
         return [t.float() if t.is_floating_point() else t for t in tensors]
     return tensors
+
+
+def focal_modulator(q: Tensor, gamma: float) -> Tensor:
+    """``q ** gamma`` for ``q = 1 - p_t`` in ``[0, 1]``, with a finite gradient for every gamma.
+
+    For ``0 < gamma < 1`` the derivative ``gamma * q ** (gamma - 1)`` is infinite at ``q = 0``
+    (a confident, correct prediction) and overflows below the dtype's smallest normal number;
+    there the modulator passes no gradient (the loss's own gradient is of the order of ``q``).
+    """
+    if gamma > 0.0 and gamma < 1.0:
+        tiny = 6.103515625e-05 if q.dtype == torch.float16 else 1.1754943508222875e-38
+        safe = q > tiny
+        return torch.where(safe, torch.where(safe, q, 1.0) ** gamma, q.detach() ** gamma)
+    return q**gamma

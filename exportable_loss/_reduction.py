@@ -11,6 +11,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from exportable_loss._dispatch import eager
 from exportable_loss._numerics import accumulation_dtype
 
 REDUCTIONS = ("none", "per_sample", "mean", "sum")
@@ -59,7 +60,8 @@ def reduce_loss(
             shape and dtype (mean, sum and batchmean only).
 
     Returns:
-        The reduced loss in ``loss``'s dtype; sums accumulate in at least float32.
+        The reduced loss in ``loss``'s dtype; weights are applied and sums accumulate in at
+        least float32.
     """
     out_dtype = loss.dtype
     acc = accumulation_dtype(out_dtype)
@@ -68,8 +70,10 @@ def reduce_loss(
     if sample_weight is not None:
         s = sample_weights_like(sample_weight, loss)
         if total is None:
+            # In the accumulation dtype: a half-precision product overflows long before the sum.
             # A zero-weight sample contributes exactly 0, even where its loss is NaN or Inf.
-            loss = torch.where(s != 0, loss * s, torch.zeros_like(loss))
+            weighted = loss.to(acc) * s.to(acc)
+            loss = torch.where(s != 0, weighted, torch.zeros_like(weighted))
 
     if reduction == "none":
         return loss.to(out_dtype)
@@ -134,6 +138,42 @@ def reduction_coefficients(
         denominator = mean_denominator(loss, sample_weight, valid, position_weight, acc)
     zero = denominator == 0
     return torch.where(zero, torch.zeros_like(c), c / torch.where(zero, 1.0, denominator))
+
+
+def counted_gradient(input: Tensor, counts: Optional[Tensor]) -> Tensor:
+    """``input``, to compute a loss from whose positions outside ``counts`` (a boolean mask
+    broadcastable to ``input``; None: all count) will be zeroed: their gradient is then exactly
+    0, even where ``input`` is NaN or Inf (autograd alone gives ``0 * NaN``). Beyond eager mode
+    this is ``where(counts, input, input.detach())``, which compilers fuse. In eager mode that
+    would cost a pass over ``input`` each way, so ``input`` comes back as a view; call
+    :func:`guard_counted_gradient` on it once the loss is computed.
+    """
+    if counts is None or not (input.requires_grad and torch.is_grad_enabled()):
+        return input
+    if torch.jit.is_scripting():
+        return torch.where(counts, input, input.detach())
+    else:
+        if not eager():
+            return torch.where(counts, input, input.detach())
+        return input.view_as(input)
+
+
+def guard_counted_gradient(view: Tensor, counts: Optional[Tensor], witness: Tensor) -> None:
+    """Eager mode: zero the gradient of ``view`` (from :func:`counted_gradient`) outside
+    ``counts`` where it would not be 0 already, i.e. where ``witness`` (the loss before its
+    uncounted positions were zeroed, broadcastable to ``view``) is not finite."""
+    if counts is None or not (view.requires_grad and torch.is_grad_enabled()) or not eager():
+        return
+    bad = ~counts & ~torch.isfinite(witness.detach())
+
+    def hook(grad: Tensor) -> Tensor:
+        # on a CPU the check is free and the common case (nothing to zero) costs no pass; a GPU
+        # would synchronise for it, so there the one pass always runs
+        if grad.device.type == "cpu" and not bool(bad.any()):
+            return grad
+        return torch.where(bad, torch.zeros((), dtype=grad.dtype, device=grad.device), grad)
+
+    view.register_hook(hook)
 
 
 def mean_denominator(

@@ -7,6 +7,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from exportable_loss._numerics import accumulation_dtype
+
 
 def class_dimension(input_dim: int, class_dim: int) -> int:
     """The class dimension of logits with ``input_dim`` dimensions: 0 unbatched, else
@@ -43,15 +45,17 @@ def class_terms(
     the classes of ``logp`` at ``class_dim`` (1 or -1).
 
     An index outside [0, C) that is not ignore_index gives NaN: never an out-of-bounds read or
-    a device-side assert.
+    a device-side assert. The terms are in the accumulation dtype (float32 for half-precision
+    ``logp``: a class weight of 4000 times an NLL of 30 overflows float16).
     """
     class_dim = class_dimension(logp.dim(), class_dim)
     num_classes = logp.shape[class_dim]
+    acc = accumulation_dtype(logp.dtype)
     target = target.long()
     if weight is not None:
-        weight = weight.to(logp.dtype)  # as torch.nn, which requires them to agree
+        weight = weight.to(acc)
     valid, in_range, safe, target_weight = counted_targets(target, weight, ignore_index, num_classes)
-    nll = -logp.gather(class_dim, safe.unsqueeze(class_dim)).squeeze(class_dim)
+    nll = -logp.gather(class_dim, safe.unsqueeze(class_dim)).squeeze(class_dim).to(acc)
     if target_weight is not None:
         nll = nll * target_weight
     nll = torch.where(in_range | ~valid, nll, torch.full_like(nll, float("nan")))

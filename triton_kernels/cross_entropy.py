@@ -62,7 +62,9 @@ def cross_entropy_forward_kernel(
         x = tl.load(logits_ptr + offs, mask=mask, other=float("-inf")).to(tl.float32)
         x = _softcap(x, softcap, HAS_SOFTCAP)
         new_m = tl.maximum(m, tl.max(x, 0))
-        s = s * tl.exp(m - new_m) + tl.sum(tl.where(mask, tl.exp(x - new_m), 0.0), 0)
+        # while every logit so far is -inf (classes masked with -inf), exp(-inf - -inf) is NaN
+        safe_m = tl.where(new_m == float("-inf"), 0.0, new_m)
+        s = s * tl.exp(m - safe_m) + tl.sum(tl.where(mask, tl.exp(x - safe_m), 0.0), 0)
         m = new_m
         w = tl.load(weight_ptr + c, mask=mask, other=0.0).to(tl.float32) if HAS_WEIGHT else 1.0
         if PROB_TARGET:
@@ -84,8 +86,9 @@ def cross_entropy_forward_kernel(
         safe = tl.where(in_range, t, 0)
         x_t = _softcap(tl.load(logits_ptr + base + safe * stride_c).to(tl.float32), softcap, HAS_SOFTCAP)
         w_t = tl.load(weight_ptr + safe).to(tl.float32) if HAS_WEIGHT else 1.0
-        smooth = lse * sum_qw - sum_wx
-        loss = (1.0 - label_smoothing) * w_t * (lse - x_t) + label_smoothing / n_cols * smooth
+        smooth = lse * sum_qw - sum_wx  # inf where a class is masked with -inf, as in torch.nn
+        loss = (1.0 - label_smoothing) * w_t * (lse - x_t)
+        loss += tl.where(label_smoothing > 0, label_smoothing / n_cols * smooth, 0.0)  # no 0 * inf
         loss += z_loss * lse * lse * w_t
         loss = tl.where(in_range, loss, float("nan"))
         loss = tl.where(t == ignore_index, 0.0, loss)

@@ -42,7 +42,9 @@ def rows_loss(
     num_classes = logits.shape[1]
     z = _softcapped(logits, softcap)
     logp = torch.log_softmax(z, 1)
-    lse = z[:, 0] - logp[:, 0]
+    # max(logp) = max(z) - lse, finite wherever the row has a finite logit (logp[:, 0] alone is
+    # -inf for a class masked with -inf)
+    lse = z.amax(1) - logp.amax(1)
     w = weight.to(z.dtype) if weight is not None else None
     if target.is_floating_point():
         q = target.to(z.dtype) * (1.0 - label_smoothing) + label_smoothing / num_classes
@@ -52,8 +54,10 @@ def rows_loss(
     w_t = target_weight if target_weight is not None else torch.ones_like(lse)
     mass = w.sum().expand_as(lse) if w is not None else torch.full_like(lse, float(num_classes))
     nll = -logp.gather(1, safe.unsqueeze(1)).squeeze(1)
-    smooth = -(logp @ w if w is not None else logp.sum(1))
-    loss = (1.0 - label_smoothing) * w_t * nll + label_smoothing / num_classes * smooth + z_loss * lse * lse * w_t
+    loss = (1.0 - label_smoothing) * w_t * nll + z_loss * lse * lse * w_t
+    if label_smoothing > 0:
+        # inf where a class is masked with -inf, as in torch.nn (without smoothing, no 0 * inf)
+        loss = loss - label_smoothing / num_classes * (logp @ w if w is not None else logp.sum(1))
     loss = torch.where(in_range, loss, torch.full_like(loss, float("nan")))
     return torch.where(counted, loss, torch.zeros_like(loss)), lse, mass
 

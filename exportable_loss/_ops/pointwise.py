@@ -14,6 +14,7 @@ from torch import Tensor
 
 import exportable_loss.triton_kernels as tk
 from exportable_loss._checks import check_choice, check_fused_grads
+from exportable_loss._numerics import focal_modulator
 from exportable_loss._ops import forbid_double_backward
 from exportable_loss._reduction import reduce_loss, sample_weights_like
 
@@ -22,7 +23,7 @@ def _focal(x: Tensor, y: Tensor, alpha: float, gamma: float) -> Tensor:
     p = torch.sigmoid(x)
     ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
     p_t = p * y + (1 - p) * (1 - y)
-    loss = ce * (1 - p_t) ** gamma
+    loss = ce * focal_modulator(1 - p_t, gamma)  # a finite gradient for 0 < gamma < 1, as the kernel's
     return (alpha * y + (1 - alpha) * (1 - y)) * loss if alpha >= 0 else loss
 
 
