@@ -166,10 +166,10 @@ def guard_counted_gradient(view: Tensor, counts: Optional[Tensor], witness: Tens
         return
     bad = ~counts & ~torch.isfinite(witness.detach())
 
-    def hook(grad: Tensor) -> Tensor:
+    def hook(grad: Optional[Tensor]) -> Optional[Tensor]:
         # on a CPU the check is free and the common case (nothing to zero) costs no pass; a GPU
         # would synchronise for it, so there the one pass always runs
-        if grad.device.type == "cpu" and not bool(bad.any()):
+        if grad is None or (grad.device.type == "cpu" and not bool(bad.any())):
             return grad
         return torch.where(bad, torch.zeros((), dtype=grad.dtype, device=grad.device), grad)
 

@@ -6,7 +6,7 @@ import inspect
 import json
 import os
 import warnings
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +46,9 @@ class ExportReport:
     atol: float
     passed: bool
     dynamic: Dict[str, List[int]] = dataclasses.field(default_factory=dict)  # label -> [example, verified] size
+    # the operators of this library the artifact calls (backend="triton" TorchScript and pt2);
+    # empty: standard operators only, it loads without exportable_loss
+    library_ops: List[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> Dict[str, object]:
         return dataclasses.asdict(self)
@@ -61,7 +64,12 @@ class ExportReport:
             f"  outputs: {specs(self.outputs)}\n"
             f"  verified against eager at {self._sizes()}:\n"
             f"    max abs error {self.max_abs_error:.3g}, max rel error {self.max_rel_error:.3g} "
-            f"(rtol {self.rtol:g}, atol {self.atol:g})"
+            f"(rtol {self.rtol:g}, atol {self.atol:g})\n"
+            + (
+                f"  needs `import exportable_loss` before loading: it calls {', '.join(self.library_ops)}"
+                if self.library_ops
+                else "  standard operators only: loads without exportable_loss"
+            )
         )
 
     def _sizes(self) -> str:
@@ -87,6 +95,26 @@ def _specs(names: Sequence[str], tensors: Sequence[Tensor], dims: _dims.Dims) ->
         TensorSpec(n, _dims.labelled_shape(t.shape, d), str(t.dtype).replace("torch.", ""))
         for n, t, d in zip(names, tensors, dims)
     ]
+
+
+def _script_library_ops(block: torch._C.Block) -> Set[str]:
+    """The ``exportable_loss::`` operators a TorchScript graph (or block) calls, branches included."""
+    found: Set[str] = set()
+    for node in block.nodes():
+        if node.kind().startswith("exportable_loss::"):
+            found.add(node.kind())
+        for inner in node.blocks():
+            found |= _script_library_ops(inner)
+    return found
+
+
+def _program_library_ops(program: torch.export.ExportedProgram) -> Set[str]:
+    """The ``exportable_loss::`` operators a ``torch.export`` program calls."""
+    return {
+        node.target._schema.name
+        for node in program.graph.nodes
+        if getattr(node.target, "namespace", None) == "exportable_loss"
+    }
 
 
 def _errors(got: Sequence[Tensor], want: Sequence[Tensor]) -> Tuple[float, float, bool, bool]:
@@ -208,6 +236,7 @@ def export(
         raise ExportError(f"the module rejects the example inputs: {e}") from e
     verify = tuple(verify_inputs) if verify_inputs is not None else _dims.grown(args, dims)
 
+    library_ops: Set[str] = set()  # ONNX files hold standard operators only (check_onnx_model)
     with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         want = module(*verify)
@@ -217,10 +246,12 @@ def export(
             check_onnx_model(tmp, [want] if isinstance(want, Tensor) else list(want))
         elif format == "torchscript":
             scripted = torch.jit.script(module)
+            library_ops = _script_library_ops(scripted.inlined_graph)
             torch.jit.save(scripted, tmp)
             got = torch.jit.load(tmp)(*verify)
         else:
             program = torch.export.export(module, args, dynamic_shapes=_dims.torch_dims(dims))
+            library_ops = _program_library_ops(program)
             torch.export.save(program, tmp)
             got = torch.export.load(tmp).module()(*verify)
     got_list = [got] if isinstance(got, Tensor) else list(got)
@@ -252,4 +283,5 @@ def export(
         atol=atol,
         passed=passed,
         dynamic={k: list(v) for k, v in sizes.items()},
+        library_ops=sorted(library_ops),
     )

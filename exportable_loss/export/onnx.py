@@ -12,7 +12,7 @@ import logging
 import os
 import warnings
 from types import ModuleType
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -128,7 +128,89 @@ def export_onnx(
                 dynamic_axes=_dims.dynamic_axes(names, dims),
                 opset_version=opset,
             )
+        broadcast = [n for i, (n, d) in enumerate(zip(names, dims)) if _broadcasts(module, args, i, d)]
+        tie_dynamic_dimensions(tmp, names, [a.dim() for a in args], dims, broadcast)
     return path
+
+
+def _broadcasts(module: nn.Module, args: Sequence[Tensor], i: int, dims: Mapping[int, str]) -> bool:
+    """Whether ``module`` accepts argument ``i`` with its dynamic dimensions of size 1
+    (broadcast over the others', as Gaussian NLL does its variance); asked of the module."""
+    if not dims:
+        return False
+    probe = list(args)
+    for dim in dims:
+        probe[i] = probe[i].narrow(dim, 0, 1)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module(*probe)
+    except (ValueError, RuntimeError, IndexError):
+        return False
+    return True
+
+
+def tie_dynamic_dimensions(
+    path: str,
+    names: Sequence[str],
+    ranks: Sequence[int],
+    dims: Sequence[Mapping[int, str]],
+    broadcast_names: Sequence[str] = (),
+) -> None:
+    """Make the ONNX file at ``path`` fail on inputs whose sizes of one dynamic dimension differ.
+
+    Both exporters give the inputs that share a label (``"batch"``) one symbolic size, and the
+    traced graph takes them to agree: a target or ``sample_weight`` of batch 1 would broadcast,
+    one of another batch size be gathered from, and a number come out. Here every input after
+    the first one with a label is reshaped to that first one's size of it before anything reads
+    it, so a mismatch is an onnxruntime error, as it is a ``ValueError`` in eager mode; the
+    inputs in ``broadcast_names`` (size 1 is legal) are expanded instead. (``Shape`` with
+    ``start``/``end`` and ``Reshape`` with ``allowzero``: onnxruntime's optimizer keeps them,
+    while it folds a ``Reshape`` whose shape is gathered from ``Shape`` outputs.)
+    """
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(path)
+    graph = model.graph
+    present = {i.name for i in graph.input}
+    opset = next((o.version for o in model.opset_import if o.domain in STANDARD_DOMAINS), DEFAULT_OPSET)
+    first: Dict[str, Tuple[str, int]] = {}  # label -> (input, dim) that defines its size
+    nodes: List[onnx.NodeProto] = []
+    renamed: Dict[str, str] = {}
+    for name, rank, d in zip(names, ranks, dims):
+        if name not in present:
+            continue
+        tied = {dim: first[label] for dim, label in d.items() if label in first}
+        for dim, label in d.items():
+            first.setdefault(label, (name, dim))
+        if not tied:
+            continue
+        if opset < 15:
+            raise ValueError(f"opset {opset} is too old to check dynamic sizes in the graph; use 15 or later")
+        parts = []
+        for j in range(rank):
+            source, at = tied.get(j, (name, j))
+            part = f"{name}__size{j}"
+            nodes.append(helper.make_node("Shape", [source], [part], start=at, end=at + 1))
+            parts.append(part)
+        shape, out = f"{name}__tied_shape", f"{name}__tied"
+        nodes.append(helper.make_node("Concat", parts, [shape], axis=0))
+        if name in broadcast_names:
+            nodes.append(helper.make_node("Expand", [name, shape], [out]))
+        else:
+            nodes.append(helper.make_node("Reshape", [name, shape], [out], allowzero=1))
+        renamed[name] = out
+    if not renamed:
+        return
+    for node in graph.node:
+        for i, value in enumerate(node.input):
+            if value in renamed:
+                node.input[i] = renamed[value]
+    existing = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes + existing)
+    onnx.save(model, path)
 
 
 def run_onnx(path: str, args: Sequence[Tensor], providers: Optional[List[str]] = None) -> List[Tensor]:
