@@ -178,6 +178,7 @@ def check_linear_cross_entropy(
                 f"got {tuple(linear_bias.shape)}"
             )
     check_chunk_size(chunk_size)
+    check_real_target(target)
     if target.is_floating_point():
         positions = list(input.shape[:-1])
         expected = tuple(positions[:1] + [linear_weight.shape[0]] + positions[1:])

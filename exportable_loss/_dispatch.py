@@ -50,15 +50,16 @@ def primitive_path() -> bool:
 def use_triton(backend: str, input: Tensor) -> bool:
     """Whether this call runs the fused op (Triton kernels, or their reference off-GPU).
 
-    Never while an ONNX exporter traces (standard operators only), never for float64 (the
-    kernels accumulate in float32); ``"auto"`` only where Triton runs on the tensor's GPU.
+    Never while an ONNX exporter traces (standard operators only), never under a ``torch.func``
+    transform (the ops have no batching rule), never for float64 (the kernels accumulate in
+    float32); ``"auto"`` only where Triton runs on the tensor's GPU.
     """
     if backend == "torch" or input.dtype == torch.float64:
         return False
     if torch.jit.is_scripting():
         return backend == "triton" or input.is_cuda
     else:
-        if torch.onnx.is_in_onnx_export():
+        if torch.onnx.is_in_onnx_export() or under_torch_func():
             return False
         if backend == "auto":
             return input.is_cuda and tk.can_run(input)

@@ -116,7 +116,11 @@ def pointwise_loss_backward(
 
     # autograd is off inside an op's kernel; torch.func differentiates the reference regardless
     vjp = torch.func.vjp(reference, input)[1]
-    return vjp(grad.float())[0].to(input.dtype)
+    gx = vjp(grad.float())[0]
+    if sample_weight is not None:  # as the kernel: a zero-weight sample gets exactly 0, even where NaN
+        s = sample_weights_like(sample_weight, gx)
+        gx = torch.where(s != 0, gx, torch.zeros_like(gx))
+    return gx.to(input.dtype)
 
 
 @pointwise_loss_backward.register_fake
