@@ -3,7 +3,8 @@
 Both go through one routine: soft true positives, false positives and false negatives per image
 and class (or over the whole batch), a smoothed Tversky index, then ``(1 - index) ** gamma``.
 Dice is the Tversky index with ``alpha = beta = 0.5`` and both smoothing terms halved, which is
-MONAI's ``DiceLoss`` and segmentation_models_pytorch's ``DiceLoss`` with the same smoothing.
+MONAI's ``DiceLoss`` and segmentation_models_pytorch's ``DiceLoss`` (smoothing mapped as
+``dice_loss`` says).
 """
 
 from typing import List, Optional, Tuple, cast
@@ -335,8 +336,9 @@ def dice_loss(
     with ``tp``, ``fp``, ``fn`` the soft statistics of ``tversky_loss`` (``2 tp + fp + fn``
     is ``sum(p) + sum(t)``). This is MONAI's ``DiceLoss`` with the same ``smooth_nr`` and
     ``smooth_dr`` (``batch=True`` is ``per_image=False``) and segmentation_models_pytorch's
-    ``DiceLoss`` with ``smooth_nr = smooth_dr = smooth`` (which also zeroes classes absent from
-    the target; we do not). It is [tversky_loss][exportable_loss.functional.tversky_loss] with
+    ``DiceLoss(smooth=s)`` with ``per_image=False`` and ``smooth_nr = smooth_dr = 2 * s`` (smp
+    0.4 and later; ``= s`` up to 0.3.4), except that smp zeroes classes absent from the target
+    and we do not. It is [tversky_loss][exportable_loss.functional.tversky_loss] with
     ``alpha = beta = 0.5``, ``gamma = 1`` and the smoothing terms halved, computed by the same
     routine: the shapes, the handling of ignored positions and of ``per_image`` are those of
     [tversky_loss][exportable_loss.functional.tversky_loss].

@@ -282,6 +282,41 @@ def test_complex_and_bool_targets_are_value_errors(name, dtype):
                 module(*args)
 
 
+@pytest.mark.parametrize("name", list(SPECS))
+def test_bad_shapes_are_value_errors(name):
+    """Every loss, every backend: a target of another batch size, a sample_weight not (N,), a
+    normalizer with reduction="sum": our ValueError naming the argument, before any kernel."""
+    spec = SPECS[name]
+    g = torch.Generator().manual_seed(12)
+    args = spec.example(6, g)
+    target_at = 2 if name == "linear_cross_entropy" else 1
+    short = list(args)
+    short[target_at] = spec.example(5, g)[target_at]
+    for backend in spec.backends:
+        module = spec.module(backend=backend, **dict(spec.example_options))
+        with pytest.raises(ValueError, match=r"\(5"):
+            module(*short)
+        with pytest.raises(ValueError, match="sample_weight must have shape"):
+            module(*args, sample_weight=torch.ones(1))
+        summed = spec.module(backend=backend, reduction="sum", **dict(spec.example_options))
+        with pytest.raises(ValueError, match="normalizer"):
+            summed(*args, normalizer=torch.tensor(3.0))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_probability_target_on_minus_inf_class_as_torch_nn_triton(backend):
+    """A probability target putting 0 on a class masked with -inf: torch.nn's 0 * -inf is NaN,
+    ours too on both backends (not a silently different number); with the class's probability
+    smoothed, inf as torch.nn."""
+    x = torch.randn(3, 6)
+    x[:, 4:] = float("-inf")
+    q = torch.softmax(x, 1)
+    for smoothing in (0.0, 0.1):
+        got = el.CrossEntropyLoss(backend=backend, label_smoothing=smoothing, reduction="none")(x, q)
+        want = F.cross_entropy(x, q, label_smoothing=smoothing, reduction="none")
+        torch.testing.assert_close(got, want, equal_nan=True)
+
+
 # ---------------------------------------------------------------- guarantees: weights, strides, vocabularies
 
 
