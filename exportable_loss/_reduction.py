@@ -141,12 +141,13 @@ def reduction_coefficients(
 
 
 def counted_gradient(input: Tensor, counts: Optional[Tensor]) -> Tensor:
-    """``input``, to compute a loss from whose positions outside ``counts`` (a boolean mask
-    broadcastable to ``input``; None: all count) will be zeroed: their gradient is then exactly
-    0, even where ``input`` is NaN or Inf (autograd alone gives ``0 * NaN``). Beyond eager mode
-    this is ``where(counts, input, input.detach())``, which compilers fuse. In eager mode that
-    would cost a pass over ``input`` each way, so ``input`` comes back as a view; call
-    :func:`guard_counted_gradient` on it once the loss is computed.
+    """What a loss computes its term from when the positions outside ``counts`` (a boolean mask
+    broadcastable to ``input``; None: all count) are zeroed afterwards: their gradient is then
+    exactly 0 too, even where ``input`` is NaN or Inf (autograd alone gives ``0 * NaN``).
+
+    Beyond eager mode this is ``where(counts, input, input.detach())``, which compilers fuse. In
+    eager mode that would cost a pass over ``input`` each way, so a view of ``input`` comes back
+    instead; :func:`guard_counted_gradient` hooks onto it once the term is computed.
     """
     if counts is None or not (input.requires_grad and torch.is_grad_enabled()):
         return input
@@ -164,6 +165,8 @@ def guard_counted_gradient(view: Tensor, counts: Optional[Tensor], witness: Tens
     uncounted positions were zeroed, broadcastable to ``view``) is not finite."""
     if counts is None or not (view.requires_grad and torch.is_grad_enabled()) or not eager():
         return
+    if counts.device.type == "cpu" and bool(counts.all()):
+        return  # every position counts (a CPU reads this for free)
     bad = ~counts & ~torch.isfinite(witness.detach())
 
     def hook(grad: Optional[Tensor]) -> Optional[Tensor]:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 import exportable_loss as el
 from exportable_loss import functional as elf
+from exportable_loss import triton_kernels as tk
 from exportable_loss._registry import specs
 from exportable_loss.export.onnx import export_onnx, run_onnx
 
@@ -138,6 +139,14 @@ def test_target_class_masked_with_minus_inf_is_inf_triton(backend):
 # ---------------------------------------------------------------- defects 3-5: half precision
 
 
+def _skip_huge_rows_in_interpreter(backend: str, num_classes: int) -> None:
+    if backend == "triton" and num_classes > 4096 and tk.interpreter_enabled():
+        pytest.skip(
+            "a row of 2**17+ classes takes minutes in the Triton interpreter (1,000+ blocks of 128); "
+            "the kernel's many-block rows are tested at 300 classes, these sizes on a GPU and by its reference"
+        )
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_half_sample_weights_do_not_overflow_triton(backend):
     """One element's loss of 40,000 and float16 weights [2, 2]: the product 80,000 overflows
@@ -175,6 +184,7 @@ def test_half_logits_with_large_class_weights_triton(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_half_logits_huge_vocabulary_with_label_smoothing_triton(backend):
     """2**17 classes: the smoothing sum over classes overflows float16 if kept in it."""
+    _skip_huge_rows_in_interpreter(backend, 2**17)
     g = torch.Generator().manual_seed(4)
     x = (torch.randn(2, 2**17, generator=g) * 3).half()
     t = torch.randint(0, 2**17, (2,), generator=g)
@@ -371,6 +381,7 @@ def test_non_contiguous_inputs_match_contiguous_triton(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("num_classes", [1, 2, 131, 262144])
 def test_vocabulary_sizes_match_float64_triton(backend, num_classes):
+    _skip_huge_rows_in_interpreter(backend, num_classes)
     g = torch.Generator().manual_seed(9)
     rows = 3 if num_classes > 1000 else 8
     x = torch.randn(rows, num_classes, generator=g) * 4
