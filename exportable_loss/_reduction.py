@@ -147,7 +147,7 @@ def counted_gradient(input: Tensor, counts: Optional[Tensor]) -> Tensor:
 
     Beyond eager mode this is ``where(counts, input, input.detach())``, which compilers fuse. In
     eager mode that would cost a pass over ``input`` each way, so a view of ``input`` comes back
-    instead; :func:`guard_counted_gradient` hooks onto it once the term is computed.
+    instead; ``guard_counted_gradient`` hooks onto it once the term is computed.
     """
     if counts is None or not (input.requires_grad and torch.is_grad_enabled()):
         return input
@@ -160,7 +160,7 @@ def counted_gradient(input: Tensor, counts: Optional[Tensor]) -> Tensor:
 
 
 def guard_counted_gradient(view: Tensor, counts: Optional[Tensor], witness: Tensor) -> None:
-    """Eager mode: zero the gradient of ``view`` (from :func:`counted_gradient`) outside
+    """Eager mode: zero the gradient of ``view`` (from ``counted_gradient``) outside
     ``counts`` where it would not be 0 already, i.e. where ``witness`` (the loss before its
     uncounted positions were zeroed, broadcastable to ``view``) is not finite."""
     if counts is None or not (view.requires_grad and torch.is_grad_enabled()) or not eager():
