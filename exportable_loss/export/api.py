@@ -6,7 +6,7 @@ import inspect
 import json
 import os
 import warnings
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -97,7 +97,7 @@ def _specs(names: Sequence[str], tensors: Sequence[Tensor], dims: _dims.Dims) ->
     ]
 
 
-def _script_library_ops(block: torch._C.Block) -> Set[str]:
+def _script_library_ops(block: Union[torch._C.Graph, torch._C.Block]) -> Set[str]:
     """The ``exportable_loss::`` operators a TorchScript graph (or block) calls, branches included."""
     found: Set[str] = set()
     for node in block.nodes():
