@@ -141,4 +141,4 @@ def test_pointwise_kinds_come_from_one_table():
     assert tuple(pointwise._REFERENCES) == tk.POINTWISE_KINDS
     x = torch.randn(4, 3)
     with pytest.raises(ValueError, match=r"kind must be one of .*'focal'; got 'focall'"):
-        torch.ops.exportable_loss.pointwise_loss(x, x, None, None, None, "focall", 0.0, 0.0, True)
+        torch.ops.exportable_loss.pointwise_loss(x, x, None, None, None, None, "focall", 0.0, 0.0, "sum")

@@ -9,13 +9,25 @@ probability targets) the target mass per row; the backward reads the logits once
 writes the gradient, scaled by an arbitrary (also stride-0) per-row ``grad_loss``. Nothing of
 the gradient is computed under ``torch.no_grad``, and the backward may write into the logits'
 own memory when the caller opts in.
+
+``mean``/``sum`` are two launches forward and one backward: with ``REDUCE`` the row kernel
+writes each row's sample-weighted loss and its weight in the mean's denominator, and
+``reduction.finish_reduction_kernel`` sums them in a fixed order and divides; the backward
+kernel scales the 0-dim upstream gradient by the saved denominator and the row's sample weight.
 """
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
+
+from exportable_loss.triton_kernels.reduction import finish_reduction
+
+# The block sizes the launcher picks on a GPU (the smallest that holds a row, else the largest,
+# looping): few enough that every specialisation compiles ahead of time (``aot.py``).
+BLOCKS_CUDA = (256, 1024, 4096, 8192)
+BLOCK_INTERPRETER = 128
 
 
 @triton.jit
@@ -31,7 +43,9 @@ def cross_entropy_forward_kernel(
     logits_ptr,
     target_ptr,
     weight_ptr,
-    loss_ptr,
+    sample_weight_ptr,  # (N,) with HAS_SW
+    loss_ptr,  # per row: the loss; with REDUCE its sample-weighted value s * l
+    den_ptr,  # per row with REDUCE: the row's weight in the mean's denominator (w_t * s)
     lse_ptr,
     mass_ptr,  # per row: sum_c q_c w_c, written by the forward, read by the backward
     n_cols,
@@ -46,10 +60,13 @@ def cross_entropy_forward_kernel(
     HAS_WEIGHT: tl.constexpr,
     PROB_TARGET: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr,
+    REDUCE: tl.constexpr,
+    HAS_SW: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
-    base = (row // spatial) * stride_n + (row % spatial) * stride_d
+    n = row // spatial
+    base = n * stride_n + (row % spatial) * stride_d
     cols = tl.arange(0, BLOCK)
     m = tl.full([], float("-inf"), tl.float32)
     s = tl.zeros([], tl.float32)
@@ -80,6 +97,7 @@ def cross_entropy_forward_kernel(
     tl.store(mass_ptr + row, sum_qw)
     if PROB_TARGET:
         loss = lse * sum_qw - sum_wx + z_loss * lse * lse
+        den = tl.full([], 1.0, tl.float32)
     else:
         t = tl.load(target_ptr + row).to(tl.int64)
         in_range = (t >= 0) & (t < n_cols)
@@ -92,6 +110,14 @@ def cross_entropy_forward_kernel(
         loss += z_loss * lse * lse * w_t
         loss = tl.where(in_range, loss, float("nan"))
         loss = tl.where(t == ignore_index, 0.0, loss)
+        den = tl.where(t == ignore_index, 0.0, w_t)
+    if REDUCE:
+        if HAS_SW:
+            s = tl.load(sample_weight_ptr + n).to(tl.float32)
+            # a zero-weight sample contributes exactly 0, even where its loss is NaN
+            loss = tl.where(s != 0.0, loss * s, 0.0)
+            den = den * s
+        tl.store(den_ptr + row, den)
     tl.store(loss_ptr + row, loss)
     tl.store(lse_ptr + row, lse)
 
@@ -103,6 +129,8 @@ def cross_entropy_backward_kernel(
     logits_ptr,
     target_ptr,
     weight_ptr,
+    sample_weight_ptr,  # (N,) with HAS_SW
+    den_ptr,  # 0-dim with REDUCED: what the forward divided the sum by
     lse_ptr,
     mass_ptr,
     grad_ptr,
@@ -121,6 +149,8 @@ def cross_entropy_backward_kernel(
     HAS_WEIGHT: tl.constexpr,
     PROB_TARGET: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr,
+    REDUCED: tl.constexpr,
+    HAS_SW: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
@@ -130,6 +160,13 @@ def cross_entropy_backward_kernel(
     gbase = n * gstride_n + d * gstride_d
     cols = tl.arange(0, BLOCK)
     g = tl.load(grad_loss_ptr + row * grad_loss_stride).to(tl.float32)
+    if REDUCED:
+        # the gradient of a mean or sum reaching this row: g / denominator * s (0 for a zero one)
+        den = tl.load(den_ptr)
+        g = tl.where(den == 0.0, 0.0, g / tl.where(den == 0.0, 1.0, den))
+        if HAS_SW:
+            s = tl.load(sample_weight_ptr + n).to(tl.float32)
+            g = tl.where(s != 0.0, g * s, 0.0)
     lse = tl.load(lse_ptr + row)
     mass = tl.load(mass_ptr + row)
     if PROB_TARGET:
@@ -165,12 +202,52 @@ def cross_entropy_backward_kernel(
 def _block(n_cols: int, device_type: str) -> int:
     # One block spans the whole row where it fits; past that the online log-sum-exp loops.
     # The interpreter (CPU) runs blocks as NumPy arrays: small blocks keep many-block rows tested.
-    cap = 8192 if device_type == "cuda" else 128
-    return min(triton.next_power_of_2(max(n_cols, 1)), cap)
+    if device_type == "cpu":
+        return min(triton.next_power_of_2(max(n_cols, 1)), BLOCK_INTERPRETER)
+    return next((b for b in BLOCKS_CUDA if b >= n_cols), BLOCKS_CUDA[-1])
 
 
 def _warps(block: int) -> int:
-    return 16 if block >= 8192 else 8 if block >= 2048 else 4
+    # at least 4 elements per thread: 16-byte (fp32) vector loads
+    return max(1, min(16, block // 128))
+
+
+def _forward(logits, target, weight, sample_weight, ignore_index, label_smoothing, z_loss, softcap, reduce: bool):
+    n, c, d = logits.shape
+    rows = n * d
+    loss = torch.empty(rows, dtype=torch.float32, device=logits.device)
+    den = torch.empty_like(loss) if reduce else loss
+    lse = torch.empty_like(loss)
+    mass = torch.empty_like(loss)
+    if rows > 0:
+        block = _block(c, logits.device.type)
+        cross_entropy_forward_kernel[(rows,)](
+            logits,
+            target,
+            weight if weight is not None else loss,
+            sample_weight if sample_weight is not None else loss,
+            loss,
+            den,
+            lse,
+            mass,
+            c,
+            d,
+            logits.stride(0),
+            logits.stride(1),
+            logits.stride(2),
+            ignore_index,
+            label_smoothing,
+            z_loss,
+            softcap,
+            HAS_WEIGHT=weight is not None,
+            PROB_TARGET=target.is_floating_point(),
+            HAS_SOFTCAP=softcap > 0,
+            REDUCE=reduce,
+            HAS_SW=sample_weight is not None,
+            BLOCK=block,
+            num_warps=_warps(block),
+        )
+    return loss, den, lse, mass
 
 
 def cross_entropy_forward(
@@ -181,43 +258,37 @@ def cross_entropy_forward(
     label_smoothing: float,
     z_loss: float,
     softcap: float,
-):
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-row loss, log-sum-exp and target mass of ``(N, C, D)`` logits (all float32, ``(N*D,)``).
 
     ``target`` is ``(N, D)`` int64 class indices or ``(N, C, D)`` probabilities with the
     logits' strides. ``softcap`` 0 means none.
     """
-    n, c, d = logits.shape
-    rows = n * d
-    loss = torch.empty(rows, dtype=torch.float32, device=logits.device)
-    lse = torch.empty_like(loss)
-    mass = torch.empty_like(loss)
-    if rows == 0:
-        return loss, lse, mass
-    block = _block(c, logits.device.type)
-    cross_entropy_forward_kernel[(rows,)](
-        logits,
-        target,
-        weight if weight is not None else loss,
-        loss,
-        lse,
-        mass,
-        c,
-        d,
-        logits.stride(0),
-        logits.stride(1),
-        logits.stride(2),
-        ignore_index,
-        label_smoothing,
-        z_loss,
-        softcap,
-        HAS_WEIGHT=weight is not None,
-        PROB_TARGET=target.is_floating_point(),
-        HAS_SOFTCAP=softcap > 0,
-        BLOCK=block,
-        num_warps=_warps(block),
-    )
+    loss, _, lse, mass = _forward(logits, target, weight, None, ignore_index, label_smoothing, z_loss, softcap, False)
     return loss, lse, mass
+
+
+def cross_entropy_reduced_forward(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    sample_weight: Optional[torch.Tensor],
+    normalizer: Optional[torch.Tensor],
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float,
+    mean: bool,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``mean`` (or sum) of the per-row losses, weighted by ``sample_weight`` (``(N,)``), in
+    two launches: ``(loss, lse, mass, denominator)``, the loss 0-dim in the logits' dtype, the
+    denominator 0-dim float32 (1 for a sum; ``normalizer`` where given), for the backward."""
+    partial, den, lse, mass = _forward(
+        logits, target, weight, sample_weight, ignore_index, label_smoothing, z_loss, softcap, True
+    )
+    denominator = "none" if not mean else "normalizer" if normalizer is not None else "partials"
+    out, used = finish_reduction(partial, den, normalizer, 0.0, denominator, logits.dtype)
+    return out, lse, mass, used
 
 
 def cross_entropy_backward(
@@ -232,11 +303,15 @@ def cross_entropy_backward(
     z_loss: float,
     softcap: float,
     inplace: bool = False,
-):
+    sample_weight: Optional[torch.Tensor] = None,
+    denominator: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """Gradient of ``sum(grad_loss * loss)`` with respect to ``(N, C, D)`` logits.
 
-    ``grad_loss`` is ``(N*D,)`` with any stride, 0 included. With ``inplace`` the gradient
-    overwrites the logits (each program reads its row before writing it).
+    ``grad_loss`` is ``(N*D,)`` with any stride, 0 included; with ``denominator`` (the one
+    :func:`cross_entropy_reduced_forward` returned) it is the 0-dim gradient of the reduced
+    loss, and each row's gradient is ``grad_loss / denominator * sample_weight[n]``. With
+    ``inplace`` the gradient overwrites the logits (each program reads its row before writing it).
     """
     n, c, d = logits.shape
     grad = logits if inplace else torch.empty_like(logits)
@@ -246,10 +321,12 @@ def cross_entropy_backward(
     block = _block(c, logits.device.type)
     cross_entropy_backward_kernel[(rows,)](
         grad_loss,
-        grad_loss.stride(0),
+        grad_loss.stride(0) if grad_loss.dim() > 0 else 0,
         logits,
         target,
         weight if weight is not None else lse,
+        sample_weight if sample_weight is not None else lse,
+        denominator if denominator is not None else lse,
         lse,
         mass,
         grad,
@@ -268,7 +345,68 @@ def cross_entropy_backward(
         HAS_WEIGHT=weight is not None,
         PROB_TARGET=target.is_floating_point(),
         HAS_SOFTCAP=softcap > 0,
+        REDUCED=denominator is not None,
+        HAS_SW=denominator is not None and sample_weight is not None,
         BLOCK=block,
         num_warps=_warps(block),
     )
     return grad
+
+
+# ---------------------------------------------------------------- what each launch moves
+
+
+def _extents(a: dict, grid: tuple) -> dict:
+    rows = grid[0]
+    return {
+        "elements": rows * a["n_cols"],  # one pass over the logits
+        "rows": rows,
+        "classes": a["n_cols"],  # the class weights: every row reads them, from the cache
+        "samples": rows // a["spatial"],
+        "grad_rows": rows if a.get("grad_loss_stride", 1) != 0 else 1,
+        "one": 1,
+    }
+
+
+def _forward_terms(a: dict) -> list:
+    terms = [
+        ("logits_ptr", "load", "elements"),
+        ("target_ptr", "load", "elements" if a["PROB_TARGET"] else "rows"),
+        ("loss_ptr", "store", "rows"),
+        ("lse_ptr", "store", "rows"),
+        ("mass_ptr", "store", "rows"),
+    ]
+    if a["HAS_WEIGHT"]:
+        terms.append(("weight_ptr", "load", "classes"))
+    if a["REDUCE"]:
+        terms.append(("den_ptr", "store", "rows"))
+        if a["HAS_SW"]:
+            terms.append(("sample_weight_ptr", "load", "samples"))
+    return terms
+
+
+def _backward_terms(a: dict) -> list:
+    terms = [
+        ("logits_ptr", "load", "elements"),
+        ("target_ptr", "load", "elements" if a["PROB_TARGET"] else "rows"),
+        ("grad_ptr", "store", "elements"),
+        ("lse_ptr", "load", "rows"),
+        ("mass_ptr", "load", "rows"),
+        ("grad_loss_ptr", "load", "one" if a["REDUCED"] else "grad_rows"),
+    ]
+    if a["HAS_WEIGHT"]:
+        terms.append(("weight_ptr", "load", "classes"))
+    if a["REDUCED"]:
+        terms.append(("den_ptr", "load", "one"))
+        if a["HAS_SW"]:
+            terms.append(("sample_weight_ptr", "load", "samples"))
+    return terms
+
+
+# What each launch reads and writes: (argument, direction, extent), "elements" being one pass
+# over the logits; ``counting.expected`` turns it into bytes and the traffic tests hold the
+# kernels to it.
+TRAFFIC = {
+    "cross_entropy_forward_kernel": (_forward_terms, _extents),
+    "cross_entropy_backward_kernel": (_backward_terms, _extents),
+}

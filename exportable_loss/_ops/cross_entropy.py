@@ -18,7 +18,7 @@ from torch import Tensor
 import exportable_loss.triton_kernels as tk
 from exportable_loss._checks import check_fused_grads
 from exportable_loss._ops import forbid_double_backward
-from exportable_loss._reduction import reduce_loss
+from exportable_loss._reduction import mean_denominator, reduce_loss
 from exportable_loss._targets import counted_targets
 
 # ---------------------------------------------------------------- the reference, on (rows, C)
@@ -114,40 +114,110 @@ def _as_rows(t: Tensor) -> Tensor:
     return t.permute(0, 2, 1).reshape(-1, t.shape[1])
 
 
+def _reduce_rows(
+    loss: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    sample_weight: Optional[Tensor],
+    normalizer: Optional[Tensor],
+    ignore_index: int,
+    num_classes: int,
+    reduction: str,
+) -> Tuple[Tensor, Tensor]:
+    """What the kernels' second stage computes, through the one reduction routine: the ``mean``
+    or ``sum`` of the (N * D,) float32 row losses of (N, C, D) logits, and what it divided by
+    (0-dim float32; 1 for a sum)."""
+    n = target.shape[0]
+    loss = loss.reshape(n, -1) if n > 0 else loss.reshape(0, 1)
+    if reduction == "sum":
+        return reduce_loss(loss, "sum", sample_weight), torch.ones((), device=loss.device)
+    valid: Optional[Tensor] = None
+    target_weight: Optional[Tensor] = None
+    if not target.is_floating_point():
+        w32 = weight.to(torch.float32) if weight is not None else None
+        valid, _, _, target_weight = counted_targets(target.reshape(loss.shape), w32, ignore_index, num_classes)
+    if normalizer is not None:
+        den = normalizer.to(torch.float32, copy=True)  # an output may not alias an input
+    else:
+        den = mean_denominator(loss, sample_weight, valid, target_weight, torch.float32)
+    return reduce_loss(loss, "mean", sample_weight, normalizer, valid, target_weight), den
+
+
+def _reduced_row_grads(grad: Tensor, denominator: Tensor, sample_weight: Optional[Tensor], rows: int) -> Tensor:
+    """Each row's share of the 0-dim gradient of a reduced loss, as the backward kernel computes
+    it: ``grad / denominator * s``, 0 where the denominator or ``s`` is 0."""
+    zero = denominator == 0
+    g = torch.where(zero, torch.zeros_like(denominator), grad.float() / torch.where(zero, 1.0, denominator))
+    g = g.expand(rows)
+    if sample_weight is None:
+        return g
+    s = sample_weight.float().repeat_interleave(rows // sample_weight.numel()) if rows > 0 else g
+    return torch.where(s != 0, g * s, torch.zeros_like(g))
+
+
 # ---------------------------------------------------------------- the op
 
 
-@torch.library.custom_op("exportable_loss::cross_entropy_rows", mutates_args=())
-def cross_entropy_rows(
+@torch.library.custom_op("exportable_loss::cross_entropy", mutates_args=())
+def cross_entropy(
     logits: Tensor,
     target: Tensor,
     weight: Optional[Tensor],
+    sample_weight: Optional[Tensor],
+    normalizer: Optional[Tensor],
+    reduction: str,
     ignore_index: int,
     label_smoothing: float,
     z_loss: float,
     softcap: float,
     inplace_backward: bool,
-) -> Tuple[Tensor, Tensor, Tensor]:
-    """Per-row cross entropy of (N, C, D) logits: float32 (N*D,) loss, log-sum-exp, target mass."""
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Cross entropy of (N, C, D) logits: ``(loss, lse, mass, denominator)``.
+
+    ``reduction="none"``: the float32 (N*D,) row losses (the caller applies ``sample_weight``;
+    ``denominator`` is empty). ``"mean"``/``"sum"``: the 0-dim loss in the logits' dtype with
+    ``sample_weight`` and ``normalizer`` applied, and the 0-dim float32 ``denominator`` it
+    divided by. ``lse`` and ``mass`` (float32, (N*D,)): what the backward reads.
+    """
+    reduced = reduction != "none"
     if tk.can_run(logits):
-        return tk.kernels("cross_entropy").cross_entropy_forward(
+        kernels = tk.kernels("cross_entropy")
+        if reduced:
+            return kernels.cross_entropy_reduced_forward(
+                logits, target, weight, sample_weight, normalizer,
+                ignore_index, label_smoothing, z_loss, softcap, mean=reduction == "mean",
+            )  # fmt: skip
+        loss, lse, mass = kernels.cross_entropy_forward(
             logits, target, weight, ignore_index, label_smoothing, z_loss, softcap
         )
-    return rows_loss(_as_rows(logits).float(), _as_rows(target), weight, ignore_index, label_smoothing, z_loss, softcap)
+        return loss, lse, mass, lse.new_empty(0)
+    rows_target = _as_rows(target)
+    loss, lse, mass = rows_loss(
+        _as_rows(logits).float(), rows_target, weight, ignore_index, label_smoothing, z_loss, softcap
+    )
+    if not reduced:
+        return loss, lse, mass, lse.new_empty(0)
+    out, den = _reduce_rows(loss, target, weight, sample_weight, normalizer, ignore_index, logits.shape[1], reduction)
+    return out.to(logits.dtype), lse, mass, den
 
 
-@cross_entropy_rows.register_fake
-def _(logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, inplace_backward):
+@cross_entropy.register_fake
+def _(logits, target, weight, sample_weight, normalizer, reduction, ignore_index, label_smoothing, z_loss, softcap, ip):
     rows = logits.new_empty((logits.shape[0] * logits.shape[2],), dtype=torch.float32)
-    return rows, torch.empty_like(rows), torch.empty_like(rows)
+    if reduction == "none":
+        return torch.empty_like(rows), torch.empty_like(rows), torch.empty_like(rows), rows.new_empty(0)
+    out = logits.new_empty(())
+    return out, torch.empty_like(rows), torch.empty_like(rows), rows.new_empty(())
 
 
-@torch.library.custom_op("exportable_loss::cross_entropy_rows_backward", mutates_args=())
-def cross_entropy_rows_backward(
-    grad_loss: Tensor,
+@torch.library.custom_op("exportable_loss::cross_entropy_backward", mutates_args=())
+def cross_entropy_backward(
+    grad: Tensor,
     logits: Tensor,
     target: Tensor,
     weight: Optional[Tensor],
+    sample_weight: Optional[Tensor],
+    denominator: Optional[Tensor],
     lse: Tensor,
     mass: Tensor,
     ignore_index: int,
@@ -155,56 +225,63 @@ def cross_entropy_rows_backward(
     z_loss: float,
     softcap: float,
 ) -> Tensor:
-    """Gradient of sum(grad_loss * loss) with respect to the (N, C, D) logits."""
+    """Gradient with respect to the (N, C, D) logits: of ``sum(grad * loss)`` for (N*D,) row
+    gradients (``denominator`` None), or of the reduced loss for its 0-dim ``grad``."""
     if tk.can_run(logits):
         return tk.kernels("cross_entropy").cross_entropy_backward(
-            grad_loss, logits, target, weight, lse, mass, ignore_index, label_smoothing, z_loss, softcap
-        )
+            grad, logits, target, weight, lse, mass, ignore_index, label_smoothing, z_loss, softcap,
+            sample_weight=sample_weight, denominator=denominator,
+        )  # fmt: skip
     rows_target = _as_rows(target)
-    counts = grad_loss != 0  # as the kernel: a row with zero upstream gradient gets exactly 0
+    rows = lse.shape[0]
+    grad_rows = grad if denominator is None else _reduced_row_grads(grad, denominator, sample_weight, rows)
+    counts = grad_rows != 0  # as the kernel: a row with zero upstream gradient gets exactly 0
     if not rows_target.is_floating_point():
         counts = counts & (rows_target != ignore_index)
     x = _as_rows(logits).to(torch.float32, copy=True)  # rows_grad writes into it
-    grad = rows_grad(
-        x, rows_target, weight, lse, mass, grad_loss, counts, ignore_index, label_smoothing, z_loss, softcap
-    )
+    g = rows_grad(x, rows_target, weight, lse, mass, grad_rows, counts, ignore_index, label_smoothing, z_loss, softcap)
     out = torch.empty_like(logits)
     n, num_classes, spatial = logits.shape
-    out.copy_(grad.reshape(n, spatial, num_classes).permute(0, 2, 1))
+    out.copy_(g.reshape(n, spatial, num_classes).permute(0, 2, 1))
     return out
 
 
-@cross_entropy_rows_backward.register_fake
-def _(grad_loss, logits, target, weight, lse, mass, ignore_index, label_smoothing, z_loss, softcap):
+@cross_entropy_backward.register_fake
+def _(grad, logits, target, weight, sample_weight, denominator, lse, mass, ignore_index, label_smoothing, z_loss, cap):
     return torch.empty_like(logits)
 
 
 def _setup(ctx, inputs, output):
-    logits, target, weight, ctx.ignore_index, ctx.label_smoothing, ctx.z_loss, ctx.softcap, ctx.inplace = inputs
-    _, lse, mass = output
-    ctx.save_for_backward(logits, target, weight, lse, mass)
+    logits, target, weight, sample_weight, _, ctx.reduction, *options, ctx.inplace = inputs
+    ctx.ignore_index, ctx.label_smoothing, ctx.z_loss, ctx.softcap = options
+    _, lse, mass, denominator = output
+    ctx.save_for_backward(logits, target, weight, sample_weight, lse, mass, denominator)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for the outputs nobody uses
 
 
-def _backward(ctx, grad_loss, grad_lse, grad_mass):
-    logits, target, weight, lse, mass = ctx.saved_tensors
+def _backward(ctx, grad, grad_lse, grad_mass, grad_denominator):
+    logits, target, weight, sample_weight, lse, mass, denominator = ctx.saved_tensors
+    if ctx.reduction == "none":
+        sample_weight, denominator = None, None
     options = dict(
         ignore_index=ctx.ignore_index, label_smoothing=ctx.label_smoothing, z_loss=ctx.z_loss, softcap=ctx.softcap
     )
     if ctx.inplace and tk.can_run(logits):
         # opt-in: the gradient overwrites the caller's logits (they must not be needed again)
-        grad = tk.kernels("cross_entropy").cross_entropy_backward(
-            grad_loss, logits, target, weight, lse, mass, **options, inplace=True
-        )
+        grad_logits = tk.kernels("cross_entropy").cross_entropy_backward(
+            grad, logits, target, weight, lse, mass, **options,
+            inplace=True, sample_weight=sample_weight, denominator=denominator,
+        )  # fmt: skip
     else:
-        grad = torch.ops.exportable_loss.cross_entropy_rows_backward(
-            grad_loss, logits, target, weight, lse, mass, **options
+        grad_logits = torch.ops.exportable_loss.cross_entropy_backward(
+            grad, logits, target, weight, sample_weight, denominator, lse, mass, **options
         )
-    return grad, None, None, None, None, None, None, None
+    return grad_logits, None, None, None, None, None, None, None, None, None, None
 
 
-torch.library.register_autograd("exportable_loss::cross_entropy_rows", _backward, setup_context=_setup)
+torch.library.register_autograd("exportable_loss::cross_entropy", _backward, setup_context=_setup)
 forbid_double_backward(
-    "exportable_loss::cross_entropy_rows_backward",
+    "exportable_loss::cross_entropy_backward",
     "backend='triton' does not support double backward (a gradient of the loss's gradient); use backend='torch' for it",
 )
 
@@ -225,9 +302,10 @@ def fused_cross_entropy(
     inplace_backward: bool,
     class_dim: int = 1,
 ) -> Tensor:
-    """Cross entropy through the fused op (arguments checked already), then the reduction.
-    Classes last (``class_dim=-1``) are moved to dim 1 as a view: the op reads the logits
-    through their strides, so no layout takes a copy."""
+    """Cross entropy through the fused op (arguments checked already). Classes last
+    (``class_dim=-1``) are moved to dim 1 as a view: the op reads the logits through their
+    strides, so no layout takes a copy. ``mean`` and ``sum`` come out of the op reduced (two
+    kernel launches); ``none`` and ``per_sample`` reduce the row losses with the shared routine."""
     if not torch.jit.is_scripting():
         check_fused_grads(target, sample_weight)
         inplace_backward = inplace_backward and not torch.compiler.is_compiling()
@@ -249,21 +327,26 @@ def fused_cross_entropy(
             x3, t3 = x3.contiguous(), t3.contiguous()
     else:
         t3 = t.reshape(n, spatial).long().contiguous()
-    rows, _, _ = torch.ops.exportable_loss.cross_entropy_rows(
+    reduced = reduction == "mean" or reduction == "sum"
+    loss, lse, mass, den = torch.ops.exportable_loss.cross_entropy(
         x3,
         t3,
         weight.contiguous() if weight is not None else None,
+        sample_weight.contiguous() if reduced and sample_weight is not None else None,
+        normalizer if reduced else None,
+        reduction="none" if not reduced else reduction,
         ignore_index=ignore_index,
         label_smoothing=label_smoothing,
         z_loss=z_loss,
         softcap=0.0 if logit_softcap is None else logit_softcap,
         inplace_backward=inplace_backward,
     )
-    loss = rows.reshape(x.shape[:1] + x.shape[2:])
+    if reduced:
+        return loss
+    loss = loss.reshape(x.shape[:1] + x.shape[2:])
     if unbatched:
         loss = loss.squeeze(0)
-    if probabilities:
-        return reduce_loss(loss, reduction, sample_weight, normalizer).to(input.dtype)
-    w32 = weight.to(torch.float32) if weight is not None else None
-    valid, _, _, target_weight = counted_targets(target.long(), w32, ignore_index, num_classes)
-    return reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight).to(input.dtype)
+    valid: Optional[Tensor] = None
+    if reduction == "per_sample" and not probabilities:
+        valid = counted_targets(target.long(), None, ignore_index, num_classes)[0]
+    return reduce_loss(loss, reduction, sample_weight, None, valid).to(input.dtype)

@@ -6,7 +6,7 @@ recomputes the derivative from the inputs. The kinds are the table ``POINTWISE_K
 kernel registry; ``fused_pointwise`` is the adapter the element-wise losses call.
 """
 
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,7 @@ import exportable_loss.triton_kernels as tk
 from exportable_loss._checks import check_choice, check_fused_grads
 from exportable_loss._numerics import focal_modulator
 from exportable_loss._ops import forbid_double_backward
-from exportable_loss._reduction import reduce_loss, sample_weights_like
+from exportable_loss._reduction import mean_denominator, reduce_loss, sample_weights_like
 
 
 def _focal(x: Tensor, y: Tensor, alpha: float, gamma: float) -> Tensor:
@@ -60,35 +60,70 @@ def _weighted_sum(loss: Tensor, sample_weight: Optional[Tensor]) -> Tensor:
     return loss.sum()
 
 
+def _denominator(
+    input: Tensor, sample_weight: Optional[Tensor], normalizer: Optional[Tensor], reduction: str
+) -> Tensor:
+    """What ``reduce_loss`` divides ``sum(s * l)`` by, as the kernels' second stage saves it for the
+    backward (0-dim float32; 1 for a sum)."""
+    if reduction == "sum" or (reduction == "batchmean" and input.dim() == 0):
+        return torch.ones((), device=input.device)
+    if normalizer is not None:
+        return normalizer.to(torch.float32, copy=True)  # an output may not alias an input
+    if reduction == "batchmean":
+        return torch.full((), float(max(input.shape[0], 1)), device=input.device)
+    den = mean_denominator(input, sample_weight, dtype=torch.float32)
+    return den if sample_weight is not None else den.clamp_min(1.0)
+
+
+def _scaled(grad: Tensor, denominator: Tensor) -> Tensor:
+    zero = denominator == 0
+    return torch.where(zero, torch.zeros_like(denominator), grad.float() / torch.where(zero, 1.0, denominator))
+
+
 @torch.library.custom_op("exportable_loss::pointwise_loss", mutates_args=())
 def pointwise_loss(
     input: Tensor,
     target: Tensor,
     sample_weight: Optional[Tensor],
+    normalizer: Optional[Tensor],
     weight: Optional[Tensor],
     pos_weight: Optional[Tensor],
     kind: str,
     p1: float,
     p2: float,
-    reduce: bool,
-) -> Tensor:
-    """Element-wise loss ``kind``: ``sum(s * l)`` (0-dim float32) if ``reduce``, else ``l``.
+    reduction: str,
+) -> Tuple[Tensor, Tensor]:
+    """Element-wise loss ``kind``: ``(loss, denominator)``.
 
+    ``reduction="none"``: ``l`` in ``input``'s dtype (``sample_weight`` and ``normalizer``
+    unused; ``denominator`` empty). ``"mean"``, ``"sum"``, ``"batchmean"``: the 0-dim reduced
+    loss in ``input``'s dtype and the 0-dim float32 denominator it divided ``sum(s * l)`` by.
     All tensors contiguous, ``weight``/``pos_weight`` expanded to ``input``'s shape.
     """
     check_choice("kind", kind, tk.POINTWISE_KINDS)
     if tk.can_run(input):
-        return tk.kernels("pointwise").pointwise_forward(
-            input, target, sample_weight, weight, pos_weight, kind, p1, p2, reduce
+        kernels = tk.kernels("pointwise")
+        if reduction == "none":
+            loss = kernels.pointwise_forward(input, target, None, weight, pos_weight, kind, p1, p2)
+            return loss, loss.new_empty(0, dtype=torch.float32)
+        return kernels.pointwise_reduced_forward(
+            input, target, sample_weight, weight, pos_weight, normalizer, kind, p1, p2, reduction
         )
     loss = _reference(input, target, weight, pos_weight, kind, p1, p2)
-    return _weighted_sum(loss, sample_weight) if reduce else loss.to(input.dtype)
+    if reduction == "none":
+        return loss.to(input.dtype), loss.new_empty(0)
+    total = _weighted_sum(loss, sample_weight)
+    return reduce_loss(input, reduction, sample_weight, normalizer, total=total), _denominator(
+        input, sample_weight, normalizer, reduction
+    )
 
 
 @pointwise_loss.register_fake
-def _(input, target, sample_weight, weight, pos_weight, kind, p1, p2, reduce):
+def _(input, target, sample_weight, normalizer, weight, pos_weight, kind, p1, p2, reduction):
     check_choice("kind", kind, tk.POINTWISE_KINDS)
-    return input.new_empty((), dtype=torch.float32) if reduce else torch.empty_like(input)
+    if reduction == "none":
+        return torch.empty_like(input), input.new_empty(0, dtype=torch.float32)
+    return input.new_empty(()), input.new_empty((), dtype=torch.float32)
 
 
 @torch.library.custom_op("exportable_loss::pointwise_loss_backward", mutates_args=())
@@ -97,26 +132,29 @@ def pointwise_loss_backward(
     input: Tensor,
     target: Tensor,
     sample_weight: Optional[Tensor],
+    denominator: Optional[Tensor],
     weight: Optional[Tensor],
     pos_weight: Optional[Tensor],
     kind: str,
     p1: float,
     p2: float,
 ) -> Tensor:
-    """Gradient with respect to ``input``; ``grad`` 0-dim for a reduced loss, else per element."""
-    grad = grad if grad.dim() == 0 else grad.contiguous()
+    """Gradient with respect to ``input``: of ``sum(grad * l)`` for per-element ``grad``
+    (``denominator`` None), or of the reduced loss for its 0-dim ``grad``."""
+    grad = grad if denominator is not None else grad.contiguous()
     if tk.can_run(input):
         return tk.kernels("pointwise").pointwise_backward(
-            grad, input, target, sample_weight, weight, pos_weight, kind, p1, p2
+            grad, input, target, sample_weight, weight, pos_weight, kind, p1, p2, denominator
         )
 
     def reference(x: Tensor) -> Tensor:
         loss = _reference(x, target, weight, pos_weight, kind, p1, p2)
-        return _weighted_sum(loss, sample_weight) if grad.dim() == 0 else loss
+        return _weighted_sum(loss, sample_weight) if denominator is not None else loss
 
     # autograd is off inside an op's kernel; torch.func differentiates the reference regardless
     vjp = torch.func.vjp(reference, input)[1]
-    gx = vjp(grad.float())[0]
+    upstream = _scaled(grad, denominator) if denominator is not None else grad.float()
+    gx = vjp(upstream)[0]
     if sample_weight is not None:  # as the kernel: a zero-weight sample gets exactly 0, even where NaN
         s = sample_weights_like(sample_weight, gx)
         gx = torch.where(s != 0, gx, torch.zeros_like(gx))
@@ -124,29 +162,32 @@ def pointwise_loss_backward(
 
 
 @pointwise_loss_backward.register_fake
-def _(grad, input, target, sample_weight, weight, pos_weight, kind, p1, p2):
+def _(grad, input, target, sample_weight, denominator, weight, pos_weight, kind, p1, p2):
     return torch.empty_like(input)
 
 
 def _setup(ctx, inputs, output):
-    input, target, sample_weight, weight, pos_weight, ctx.kind, ctx.p1, ctx.p2, ctx.reduce = inputs
-    ctx.save_for_backward(input, target, sample_weight, weight, pos_weight)
+    input, target, sample_weight, _, weight, pos_weight, ctx.kind, ctx.p1, ctx.p2, ctx.reduction = inputs
+    ctx.save_for_backward(input, target, sample_weight, weight, pos_weight, output[1])
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for the outputs nobody uses
 
 
-def _backward(ctx, grad):
-    input, target, sample_weight, weight, pos_weight = ctx.saved_tensors
+def _backward(ctx, grad, grad_denominator):
+    input, target, sample_weight, weight, pos_weight, denominator = ctx.saved_tensors
+    reduced = ctx.reduction != "none"
     gx = torch.ops.exportable_loss.pointwise_loss_backward(
         grad,
         input,
         target,
-        sample_weight if ctx.reduce else None,
+        sample_weight if reduced else None,
+        denominator if reduced else None,
         weight,
         pos_weight,
         kind=ctx.kind,
         p1=ctx.p1,
         p2=ctx.p2,
     )
-    return gx, None, None, None, None, None, None, None, None
+    return gx, None, None, None, None, None, None, None, None, None
 
 
 torch.library.register_autograd("exportable_loss::pointwise_loss", _backward, setup_context=_setup)
@@ -168,7 +209,9 @@ def fused_pointwise(
     weight: Optional[Tensor] = None,
     pos_weight: Optional[Tensor] = None,
 ) -> Tensor:
-    """An element-wise loss through the fused op: loss, sample weights and sum in one kernel."""
+    """An element-wise loss through the fused op: loss, sample weights, sum and division in two
+    kernel launches (``mean``, ``sum``, ``batchmean``); ``none``/``per_sample`` reduce ``l``
+    with the shared routine."""
     if not torch.jit.is_scripting():
         check_fused_grads(target, sample_weight)
     x = input.contiguous()
@@ -176,8 +219,12 @@ def fused_pointwise(
     w = weight.expand_as(x).contiguous() if weight is not None else None
     pw = pos_weight.expand_as(x).contiguous() if pos_weight is not None else None
     if reduction == "none" or reduction == "per_sample":
-        loss = torch.ops.exportable_loss.pointwise_loss(x, y, None, w, pw, kind=kind, p1=p1, p2=p2, reduce=False)
+        loss, den = torch.ops.exportable_loss.pointwise_loss(
+            x, y, None, None, w, pw, kind=kind, p1=p1, p2=p2, reduction="none"
+        )
         return reduce_loss(loss, reduction, sample_weight, normalizer)
     s = sample_weight.contiguous() if sample_weight is not None else None
-    total = torch.ops.exportable_loss.pointwise_loss(x, y, s, w, pw, kind=kind, p1=p1, p2=p2, reduce=True)
-    return reduce_loss(input, reduction, sample_weight, normalizer, total=total)
+    loss, den = torch.ops.exportable_loss.pointwise_loss(
+        x, y, s, normalizer, w, pw, kind=kind, p1=p1, p2=p2, reduction=reduction
+    )
+    return loss
