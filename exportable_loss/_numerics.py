@@ -24,7 +24,9 @@ def autocast_float32(tensors: List[Tensor]) -> List[Tensor]:
     """Under ``torch.autocast`` losses compute in float32, as ``torch.nn``'s do: the floating
     tensors are upcast, the others returned as they are."""
     device = tensors[0].device.type
-    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+    # torch.compile on torch 2.11 cannot trace is_autocast_available; what it compiles for has autocast
+    available = torch.compiler.is_compiling() or torch.amp.is_autocast_available(device)
+    if available and torch.is_autocast_enabled(device):
         return [t.float() if t.is_floating_point() else t for t in tensors]
     return tensors
 

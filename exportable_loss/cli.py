@@ -9,6 +9,7 @@ matrix, run the benchmarks. It parses arguments and prints; the work lives in th
     exportable-loss matrix [--losses ...] [--reductions ...] [--backends ...] [--paths ...] [-o FILE]
     exportable-loss bench [--quick] [--out DIR]
     exportable-loss bench-linear-ce [--shape TOKENS HIDDEN VOCAB] [--repeats N] [--out DIR]
+    exportable-loss kernels | gpu-suite (see cli_gpu.py)
 
 Exit status: 0 success, 1 a verification failed (or the work itself failed), 2 a usage error
 (bad arguments, nothing to run, a destination that cannot be written, a missing extra), each
@@ -28,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from exportable_loss import _io, catalog, matrix
+from exportable_loss import _io, catalog, cli_gpu, matrix
 from exportable_loss.export import ExportError, check_destination, export, run_onnx
 
 BATCH = 6  # the example batch; the artifact is verified at other sizes
@@ -464,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", help="only the methods whose name contains one of these words")
     p.add_argument("--out", help="also write JSON and Markdown into this folder")
     p.set_defaults(func=_cmd_bench_linear_ce)
+    cli_gpu.register(command)
     return parser
 
 

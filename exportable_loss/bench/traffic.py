@@ -228,7 +228,7 @@ def projection_markdown(rows: List[Dict[str, object]]) -> str:
     gpus = list(BANDWIDTH_TBS)
     head = " | ".join(f"{g} ({BANDWIDTH_TBS[g]} TB/s)" for g in gpus)
     lines = [
-        f"| loss | shape | dtype | MB moved (fwd + bwd) | passes | {head} |",
+        f"| loss | shape | dtype | MiB moved (fwd + bwd) | passes | {head} |",
         "|---|---|---|---|---|" + "---|" * len(gpus),
     ]
     for r in rows:
