@@ -23,6 +23,9 @@ def _cmd_kernels(args: argparse.Namespace) -> int:
         raise ValueError("exportable-loss kernels needs Triton: pip install triton")
     from exportable_loss.triton_kernels import aot
 
+    names = sorted({s.kernel for s in aot.specialisations(args.representative)})
+    if args.only and not any(k in name for k in args.only for name in names):
+        raise ValueError(f"--only {' '.join(args.only)} matches no kernel; the kernels: {', '.join(names)}")
     archs = aot.supported_archs(args.arch)
     for arch in sorted(set(args.arch) - set(archs)):
         print(f"sm_{arch}: not supported by this Triton, skipped", file=sys.stderr)
@@ -36,7 +39,7 @@ def _cmd_kernels(args: argparse.Namespace) -> int:
 
     reports = aot.run(archs, representative=args.representative, jobs=args.jobs, progress=progress, kernels=args.only)
     failed = [r for r in reports if r.error]
-    spills = [r for r in reports if r.error is None and r.local_bytes != 0]
+    spills = [r for r in reports if r.error is None and not r.ok]
     scalar = [r for r in reports if r.error is None and not r.vectorised]
     summary = (
         f"{len(reports)} compiles ({len(reports) // max(len(archs), 1)} specialisations x sm_"

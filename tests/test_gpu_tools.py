@@ -86,7 +86,7 @@ def test_representative_kernels_compile_for_sm90_without_spills_and_with_vector_
         reports = [aot.compile_one(s, 90) for s in chosen.values()]
     for r in reports:
         assert r.error is None, r
-        assert r.local_bytes == 0 and 0 < r.registers <= 255, r
+        assert r.local_bytes == 0 and r.spill_stores == 0 and r.spill_loads == 0 and 0 < r.registers <= 255, r
         if r.options.startswith(("rows", "aligned")):
             assert r.vectorised and all(w == 16 for w in r.access.values()), r
         elif r.access:

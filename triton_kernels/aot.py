@@ -15,6 +15,7 @@ pointer it reads.
 
 import contextlib
 import dataclasses
+import io
 import itertools
 import os
 import re
@@ -228,9 +229,12 @@ class Report:
     warps: int
     arch: int
     registers: int = -1
-    local_bytes: int = -1  # spills (and any local array): the bar is 0
+    local_bytes: int = -1  # local memory per thread (spills and any local array): the bar is 0
+    spill_stores: int = -1  # bytes, from ptxas -v (-1: no log, a cached compile)
+    spill_loads: int = -1
     shared_bytes: int = -1
     # per big tensor (argument): bytes per global load/store instruction of its block accesses
+    # (0: none in the compiled code, e.g. an input whose value the loss's derivative ignores)
     access: Dict[str, int] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
     error: Optional[str] = None
@@ -238,11 +242,11 @@ class Report:
     @property
     def vectorised(self) -> bool:
         """Every block access of a big tensor moves at least 8 bytes per instruction (v2/v4)."""
-        return all(width >= 8 for width in self.access.values())
+        return all(width >= 8 for width in self.access.values() if width)
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.local_bytes == 0
+        return self.error is None and self.local_bytes == 0 and self.spill_stores <= 0 and self.spill_loads <= 0
 
 
 def _tool(name: str) -> str:
@@ -320,18 +324,29 @@ def compile_one(spec: Specialisation, arch: int) -> Report:
         target, backend, binder = _binder(spec.fn, arch)
         bound, specialization, options = binder(*spec.args, **spec.kwargs)
         options, signature, constexprs, attrs = spec.fn._pack_args(backend, options, bound, specialization, options)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            compiled = triton.compile(
-                ASTSource(spec.fn, signature, constexprs, attrs), target=target, options=options.__dict__
-            )
+        log = io.StringIO()
+        knobs = triton.knobs.nvidia
+        previous = getattr(knobs, "dump_ptxas_log", None)
+        knobs.dump_ptxas_log = True  # Triton runs ptxas -v and prints its log: the spill counts
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(log):
+                warnings.simplefilter("ignore")
+                compiled = triton.compile(
+                    ASTSource(spec.fn, signature, constexprs, attrs), target=target, options=options.__dict__
+                )
+        finally:
+            knobs.dump_ptxas_log = previous
+        spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log.getvalue())
+        if spills:
+            report.spill_stores = sum(int(stores) for stores, _ in spills)
+            report.spill_loads = sum(int(loads) for _, loads in spills)
         resources = _resources(compiled.asm["cubin"])
         report.registers = resources.get("REG", -1)
         report.local_bytes = resources.get("LOCAL", 0) + resources.get("STACK", 0)
         report.shared_bytes = compiled.metadata.shared
         big = [arg for arg, _, extent in counting.terms(spec.launch) if extent == "elements"]
         found = _accesses(compiled.asm["ptx"], big)
-        report.access = {arg: found.get(arg, 0) for arg in big}  # 0: no block access found
+        report.access = {arg: found.get(arg, 0) for arg in big}
     except Exception as e:  # a compile failure is a result to report, not a crash
         report.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
     report.seconds = time.perf_counter() - start
@@ -407,15 +422,18 @@ def run(
 def _width(report: Report) -> str:
     if not report.access:
         return "—"
-    return ", ".join(f"{arg.removesuffix('_ptr')} {w} B" for arg, w in sorted(report.access.items()))
+    return ", ".join(
+        f"{arg.removesuffix('_ptr')} {f'{w} B' if w else 'not read'}" for arg, w in sorted(report.access.items())
+    )
 
 
 def table(reports: Sequence[Report]) -> str:
     """The reports as a Markdown table."""
     lines = [
-        "| kernel | specialisation | dtype | block | warps | sm | registers | spilled (local) bytes | shared bytes "
+        "| kernel | specialisation | dtype | block | warps | sm | registers | local bytes | spill stores/loads "
+        "| shared bytes "
         "| big-tensor access (bytes per instruction) | result |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
         result = r.error if r.error else "ok" if r.ok else "SPILLS"
@@ -423,6 +441,6 @@ def table(reports: Sequence[Report]) -> str:
             result += " (scalar)"
         lines.append(
             f"| `{r.kernel}` | {r.options} | {r.dtype} | {r.block} | {r.warps} | {r.arch} | {r.registers} "
-            f"| {r.local_bytes} | {r.shared_bytes} | {_width(r)} | {result} |"
+            f"| {r.local_bytes} | {r.spill_stores}/{r.spill_loads} | {r.shared_bytes} | {_width(r)} | {result} |"
         )
     return "\n".join(lines) + "\n"

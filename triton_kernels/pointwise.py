@@ -161,7 +161,8 @@ def pointwise_backward_kernel(
 ):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n_elements
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    # KL's derivative does not depend on the input: not read
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32) if KIND != KL and KIND != KL_LOG_TARGET else 0.0
     y = tl.load(y_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32) if HAS_W else 1.0
     pw = tl.load(pw_ptr + offs, mask=mask, other=0.0).to(tl.float32) if HAS_PW else 1.0
@@ -291,8 +292,9 @@ def _extents(a: dict, grid: tuple) -> dict:
     return {"elements": n, "programs": grid[0], "samples": triton.cdiv(n, a["per_sample"]), "one": 1}
 
 
-def _inputs(a: dict) -> list:
-    terms = [("x_ptr", "load", "elements"), ("y_ptr", "load", "elements")]
+def _inputs(a: dict, backward: bool = False) -> list:
+    kl = a["KIND"] in (KINDS["kl"], KINDS["kl_log_target"])
+    terms = [("y_ptr", "load", "elements")] + ([] if backward and kl else [("x_ptr", "load", "elements")])
     if a["HAS_W"]:
         terms.append(("w_ptr", "load", "elements"))
     if a["HAS_PW"]:
@@ -310,7 +312,7 @@ def _forward_terms(a: dict) -> list:
 
 
 def _backward_terms(a: dict) -> list:
-    terms = _inputs(a) + [("gx_ptr", "store", "elements")]
+    terms = _inputs(a, backward=True) + [("gx_ptr", "store", "elements")]
     if a["SCALAR_GRAD"]:
         terms += [("grad_ptr", "load", "one"), ("den_ptr", "load", "one")]
     else:

@@ -371,6 +371,8 @@ def run(
     """Run every part within ``budget`` seconds in all (each its share), writing ``out``'s JSON
     and Markdown after every part. Returns the result with the written paths. ``parts``:
     (name, share, function) to run instead of the suite's (a function importable by name)."""
+    if not budget > 0:
+        raise ValueError(f"budget must be a positive number of seconds; got {budget}")
     parts = parts if parts is not None else [(name, share, FUNCTIONS[name]) for name, share in PARTS]
     os.makedirs(out, exist_ok=True)
     context = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")

@@ -226,16 +226,16 @@ def passes_markdown(rows: List[Dict[str, object]]) -> str:
 
 def projection_markdown(rows: List[Dict[str, object]]) -> str:
     gpus = list(BANDWIDTH_TBS)
-    head = " | ".join(f"{g} ({BANDWIDTH_TBS[g]} TB/s)" for g in gpus)
+    head = " | ".join(f"{g}, {BANDWIDTH_TBS[g]} TB/s" for g in gpus)
     lines = [
-        f"| loss | shape | dtype | MiB moved (fwd + bwd) | passes | {head} |",
-        "|---|---|---|---|---|" + "---|" * len(gpus),
+        f"| one forward+backward, `mean` | MiB moved | passes | projected: {head} |",
+        "|---|---|---|" + "---|" * len(gpus),
     ]
     for r in rows:
         shape = " x ".join(str(s) for s in r["shape"])
         moved = (r["fwd_bytes"] + r["bwd_bytes"]) / 2**20
         times = " | ".join(f"{r[f'ms {g}']:.2f} ms" for g in gpus)
-        lines.append(f"| `{r['loss']}` mean | {shape} | {r['dtype']} | {moved:,.0f} | {r['passes']} | {times} |")
+        lines.append(f"| `{r['loss']}` ({shape}) {r['dtype']} | {moved:,.0f} | {r['passes']} | {times} |")
     return "\n".join(lines) + "\n"
 
 
