@@ -1,4 +1,4 @@
-"""The GPU-readiness subcommands of ``exportable-loss``, registered by :func:`register`:
+"""The GPU-readiness subcommands of ``exportable-loss``, registered by ``register``:
 
     exportable-loss kernels [--arch 80 90 100] [--representative] [--only NAME ...] [--jobs N] [--json]
     exportable-loss gpu-suite [--out DIR] [--dry-run] [--budget SECONDS]

@@ -15,7 +15,7 @@ gradient into ``.grad`` (the same for every implementation).
 
 Each kernel module declares what its launches move (``TRAFFIC``: per kernel, the arguments it
 reads and writes and over what extent, ``"elements"`` being one pass over the big tensor);
-:func:`expected` turns a declaration into bytes for a recorded launch, so a test can hold every
+``expected`` turns a declaration into bytes for a recorded launch, so a test can hold every
 kernel to its stated passes.
 """
 
@@ -186,7 +186,7 @@ def _bind(fn, args, kwargs) -> Dict[str, object]:
 
 def planned(call: Callable[[], object]) -> List[Tuple[Launch, object, tuple, dict]]:
     """The Triton launches ``call()`` would make, without running a kernel: each as a
-    :class:`Launch` (no bytes counted) with its JIT function and the launch's arguments. The
+    ``Launch`` (no bytes counted) with its JIT function and the launch's arguments. The
     launchers run for real, so ``call`` may pass meta tensors (no memory, and the launchers then
     choose as for a GPU)."""
     from triton.runtime import interpreter, jit

@@ -310,7 +310,7 @@ def cross_entropy_backward(
     """Gradient of ``sum(grad_loss * loss)`` with respect to ``(N, C, D)`` logits.
 
     ``grad_loss`` is ``(N*D,)`` with any stride, 0 included; with ``denominator`` (the one
-    :func:`cross_entropy_reduced_forward` returned) it is the 0-dim gradient of the reduced
+    ``cross_entropy_reduced_forward`` returned) it is the 0-dim gradient of the reduced
     loss, and each row's gradient is ``grad_loss / denominator * sample_weight[n]``. With
     ``inplace`` the gradient overwrites the logits (each program reads its row before writing it).
     """

@@ -255,7 +255,7 @@ def pointwise_backward(
     grad, x, y, sample_weight, weight, pos_weight, kind: str, p1: float, p2: float, denominator=None
 ) -> torch.Tensor:
     """Gradient with respect to ``x``: ``grad`` is one contiguous value per element, or, with
-    ``denominator`` (the one :func:`pointwise_reduced_forward` returned), the 0-dim gradient of
+    ``denominator`` (the one ``pointwise_reduced_forward`` returned), the 0-dim gradient of
     the reduced loss (``sample_weight`` applied here)."""
     gx = torch.empty_like(x)
     block, grid, warps = _launch_args(x)

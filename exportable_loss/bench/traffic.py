@@ -3,7 +3,7 @@ projects to (labelled as projections until a GPU measures them).
 
 * launches per call (forward, backward) of every loss with a kernel and every reduction, next
   to the matching ``torch.nn`` loss, counted under Triton's interpreter
-  (:class:`~exportable_loss.triton_kernels.counting.Counter`): Triton launches plus the ATen
+  (``triton_kernels.counting.Counter``): Triton launches plus the ATen
   operators that launch a kernel on a GPU;
 * the passes over the big tensor each kernel option makes (the kernels' ``TRAFFIC``
   declarations, which ``tests/test_traffic.py`` holds the kernels to, byte for byte);
