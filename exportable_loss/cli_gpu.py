@@ -17,7 +17,7 @@ from typing import Callable
 
 
 def _cmd_kernels(args: argparse.Namespace) -> int:
-    from exportable_loss import triton_kernels as tk
+    import exportable_loss.triton_kernels as tk
 
     if not tk.triton_importable():
         raise ValueError("exportable-loss kernels needs Triton: pip install triton")

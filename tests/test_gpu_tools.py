@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from exportable_loss import triton_kernels as tk
+import exportable_loss.triton_kernels as tk
 from exportable_loss.bench import gpu_suite
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")

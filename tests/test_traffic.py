@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import exportable_loss as el
+import exportable_loss.triton_kernels as tk
 from exportable_loss import catalog
-from exportable_loss import triton_kernels as tk
 
 pytestmark = pytest.mark.skipif(not tk.interpreter_enabled(), reason="counts launches under TRITON_INTERPRET=1")
 
@@ -71,10 +71,12 @@ REDUCTIONS = [
     ("mean", True, False),
     ("mean", False, True),
 ]
+# cross entropy also takes one sample weight per position
+CE_REDUCTIONS = REDUCTIONS + [("mean", "position", False)]
 
 
 @pytest.mark.parametrize("inplace", [False, True], ids=["", "inplace"])
-@pytest.mark.parametrize("reduction,sample_weight,normalizer", REDUCTIONS, ids=lambda v: str(v))
+@pytest.mark.parametrize("reduction,sample_weight,normalizer", CE_REDUCTIONS, ids=lambda v: str(v))
 @pytest.mark.parametrize("probabilities", [False, True], ids=["indices", "probabilities"])
 @pytest.mark.parametrize("shape", [(5, 300, 1), (3, 40, 4)], ids=["rows", "spatial"])
 def test_cross_entropy_moves_its_stated_passes(shape, probabilities, reduction, sample_weight, normalizer, inplace):
@@ -83,7 +85,8 @@ def test_cross_entropy_moves_its_stated_passes(shape, probabilities, reduction, 
     module = el.CrossEntropyLoss(reduction=reduction, backend="triton", inplace_backward=inplace, **options)
     args = [x.clone().requires_grad_(True), t]
     if sample_weight:
-        args.append(torch.rand(shape[0]) + 0.1)
+        positions = (shape[0],) + tuple(x.shape[2:]) if sample_weight == "position" else (shape[0],)
+        args.append(torch.rand(positions) + 0.1)
     if normalizer:
         args += [None, torch.tensor(7.0, dtype=torch.float64)]
     forward, backward = _count(module, args, lambda out: torch.randn(out.shape))

@@ -24,11 +24,11 @@ import tempfile
 import time
 import warnings
 from functools import lru_cache
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-from exportable_loss import triton_kernels as tk
+import exportable_loss.triton_kernels as tk
 
 ARCHS = (80, 90, 100)
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -126,8 +126,8 @@ class Specialisation:
     kernel: str
     options: str  # the constexprs and the layout, in words
     dtype: str
-    launch: object  # counting.Launch
-    fn: object  # the JIT function
+    launch: Any  # counting.Launch
+    fn: Any  # the JIT function
     args: tuple
     kwargs: dict
 

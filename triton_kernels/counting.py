@@ -21,7 +21,7 @@ kernel to its stated passes.
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ class Launch:
 
     name: str
     triton: bool
-    args: Dict[str, object] = field(default_factory=dict)
+    args: Dict[str, Any] = field(default_factory=dict)
     grid: Tuple[int, ...] = ()
     # per storage (the names of the arguments that point into it): bytes by "load"/"store",
     # requested and distinct
@@ -50,7 +50,7 @@ class Launch:
     _addresses: dict = field(default_factory=dict, repr=False)
 
     @classmethod
-    def of(cls, name: str, args: Dict[str, object], grid) -> "Launch":
+    def of(cls, name: str, args: Dict[str, Any], grid) -> "Launch":
         launch = cls(name, triton=True, args=args, grid=tuple(grid))
         storages: Dict[int, Tuple[int, int, List[str]]] = {}
         for arg, value in args.items():
@@ -177,7 +177,7 @@ class Counter:
             self._undo.pop()()
 
 
-def _bind(fn, args, kwargs) -> Dict[str, object]:
+def _bind(fn, args, kwargs) -> Dict[str, Any]:
     names = list(inspect.signature(fn).parameters)
     bound = dict(zip(names, args))
     bound.update({k: v for k, v in kwargs.items() if k in names})
@@ -214,7 +214,7 @@ def planned(call: Callable[[], object]) -> List[Tuple[Launch, object, tuple, dic
 
 
 def _declaration(name: str):
-    from exportable_loss import triton_kernels as tk
+    import exportable_loss.triton_kernels as tk
 
     for module in ("cross_entropy", "pointwise", "reduction"):
         traffic = getattr(tk.kernels(module), "TRAFFIC", {})

@@ -50,6 +50,7 @@ def cross_entropy_forward_kernel(
     mass_ptr,  # per row: sum_c q_c w_c, written by the forward, read by the backward
     n_cols,
     spatial,
+    rows_per_weight,  # HAS_SW: rows one sample weight covers (D per sample, 1 per position)
     stride_n,
     stride_c,
     stride_d,
@@ -113,7 +114,7 @@ def cross_entropy_forward_kernel(
         den = tl.where(t == ignore_index, 0.0, w_t)
     if REDUCE:
         if HAS_SW:
-            s = tl.load(sample_weight_ptr + n).to(tl.float32)
+            s = tl.load(sample_weight_ptr + row // rows_per_weight).to(tl.float32)
             # a zero-weight sample contributes exactly 0, even where its loss is NaN
             loss = tl.where(s != 0.0, loss * s, 0.0)
             den = den * s
@@ -136,6 +137,7 @@ def cross_entropy_backward_kernel(
     grad_ptr,
     n_cols,
     spatial,
+    rows_per_weight,
     stride_n,
     stride_c,
     stride_d,
@@ -165,7 +167,7 @@ def cross_entropy_backward_kernel(
         den = tl.load(den_ptr)
         g = tl.where(den == 0.0, 0.0, g / tl.where(den == 0.0, 1.0, den))
         if HAS_SW:
-            s = tl.load(sample_weight_ptr + n).to(tl.float32)
+            s = tl.load(sample_weight_ptr + row // rows_per_weight).to(tl.float32)
             g = tl.where(s != 0.0, g * s, 0.0)
     lse = tl.load(lse_ptr + row)
     mass = tl.load(mass_ptr + row)
@@ -213,6 +215,11 @@ def _warps(block: int) -> int:
     return 8 if block >= 8192 else max(1, min(16, block // 128))
 
 
+def _rows_per_weight(rows: int, sample_weight: Optional[torch.Tensor]) -> int:
+    # one weight per sample (N,) or per position (N*D values, row order)
+    return max(rows // max(sample_weight.numel(), 1), 1) if sample_weight is not None else 1
+
+
 def _forward(logits, target, weight, sample_weight, ignore_index, label_smoothing, z_loss, softcap, reduce: bool):
     n, c, d = logits.shape
     rows = n * d
@@ -233,6 +240,7 @@ def _forward(logits, target, weight, sample_weight, ignore_index, label_smoothin
             mass,
             c,
             d,
+            _rows_per_weight(rows, sample_weight),
             logits.stride(0),
             logits.stride(1),
             logits.stride(2),
@@ -281,7 +289,8 @@ def cross_entropy_reduced_forward(
     softcap: float,
     mean: bool,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The ``mean`` (or sum) of the per-row losses, weighted by ``sample_weight`` (``(N,)``), in
+    """The ``mean`` (or sum) of the per-row losses, weighted by ``sample_weight`` (``(N,)``, or
+    ``(N, D)`` one weight per position), in
     two launches: ``(loss, lse, mass, denominator)``, the loss 0-dim in the logits' dtype, the
     denominator 0-dim float32 (1 for a sum; ``normalizer`` where given), for the backward."""
     partial, den, lse, mass = _forward(
@@ -333,6 +342,7 @@ def cross_entropy_backward(
         grad,
         c,
         d,
+        _rows_per_weight(rows, sample_weight),
         logits.stride(0),
         logits.stride(1),
         logits.stride(2),
@@ -363,7 +373,7 @@ def _extents(a: dict, grid: tuple) -> dict:
         "elements": rows * a["n_cols"],  # one pass over the logits
         "rows": rows,
         "classes": a["n_cols"],  # the class weights: every row reads them, from the cache
-        "samples": rows // a["spatial"],
+        "samples": rows // a["rows_per_weight"],
         "grad_rows": rows if a.get("grad_loss_stride", 1) != 0 else 1,
         "one": 1,
     }

@@ -192,7 +192,6 @@ def _launch_args(x):
     return block, (triton.cdiv(x.numel(), block),), WARPS_CUDA if cuda else 4
 
 
-
 def pointwise_forward(x, y, sample_weight, weight, pos_weight, kind: str, p1: float, p2: float):
     """The element-wise loss ``l`` in ``x``'s dtype.
 

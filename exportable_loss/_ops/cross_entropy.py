@@ -151,7 +151,7 @@ def _reduced_row_grads(grad: Tensor, denominator: Tensor, sample_weight: Optiona
     g = g.expand(rows)
     if sample_weight is None:
         return g
-    s = sample_weight.float().repeat_interleave(rows // sample_weight.numel()) if rows > 0 else g
+    s = sample_weight.float().reshape(-1).repeat_interleave(rows // sample_weight.numel()) if rows > 0 else g
     return torch.where(s != 0, g * s, torch.zeros_like(g))
 
 
@@ -328,11 +328,15 @@ def fused_cross_entropy(
     else:
         t3 = t.reshape(n, spatial).long().contiguous()
     reduced = reduction == "mean" or reduction == "sum"
+    s: Optional[Tensor] = None
+    if reduced and sample_weight is not None:
+        # one weight per sample (N,), or one per position as (N, D): the rows' order
+        s = (sample_weight.reshape(n, spatial) if sample_weight.dim() > 1 else sample_weight).contiguous()
     loss, lse, mass, den = torch.ops.exportable_loss.cross_entropy(
         x3,
         t3,
         weight.contiguous() if weight is not None else None,
-        sample_weight.contiguous() if reduced and sample_weight is not None else None,
+        s,
         normalizer if reduced else None,
         reduction="none" if not reduced else reduction,
         ignore_index=ignore_index,

@@ -28,7 +28,7 @@ import re
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 # (part, share of the budget): the shares add up to 1
 PARTS = [
@@ -139,10 +139,16 @@ def _launches(write: _Writer, dry_run: bool, limit: float) -> None:
         ("mse", "torch.nn", nn.MSELoss(), z, y),
     ]
     for loss, impl, module, a, b in cases:
-        out = module(a, b)
-        grad = torch.ones_like(out)
-        fwd = _kernels_per_call(lambda m=module, a=a, b=b: m(a, b))
-        bwd = _kernels_per_call(lambda m=module, a=a, b=b, g=grad: m(a, b).backward(g)) - fwd
+        grad = torch.ones_like(module(a, b))
+
+        def forward(m: Any = module, a: Any = a, b: Any = b) -> Any:
+            return m(a, b)
+
+        def forward_backward(m: Any = module, a: Any = a, b: Any = b, g: Any = grad) -> None:
+            m(a, b).backward(g)
+
+        fwd = _kernels_per_call(forward)
+        bwd = _kernels_per_call(forward_backward) - fwd
         write(kind="launches", loss=loss, impl=impl, reduction="mean", fwd=fwd, bwd=bwd)
 
 
@@ -183,7 +189,7 @@ def _model_bytes(forward: Callable[[], None], backward: Callable[[], None]) -> i
     return sum(sum(counting.expected(launch).values()) for launch, *_ in planned)
 
 
-def _run_candidates(write: _Writer, bench: Dict[str, object], candidates: Dict[str, Optional[Callable]], args,
+def _run_candidates(write: _Writer, bench: Dict[str, Any], candidates: Dict[str, Optional[Callable]], args,
                     model_bytes: Optional[int] = None) -> None:  # fmt: skip
     import torch
 
@@ -224,7 +230,7 @@ def _cross_entropy(write: _Writer, dry_run: bool, limit: float) -> None:
         x = torch.randn(n, c, device="cuda", dtype=dtype, requires_grad=True)
         t = torch.randint(0, c, (n,), device="cuda")
         bench = dict(bench="cross_entropy mean", shape=[n, c], dtype=str(dtype).replace("torch.", ""))
-        candidates = {
+        candidates: Dict[str, Optional[Callable[[], Any]]] = {
             "ours (triton)": lambda: el.CrossEntropyLoss(backend="triton"),
             "torch.nn eager": nn.CrossEntropyLoss,
             "torch.nn + torch.compile": lambda: torch.compile(nn.CrossEntropyLoss()),
@@ -314,7 +320,7 @@ def _part(function: Callable, path: str, dry_run: bool, limit: float) -> None:
 # ---------------------------------------------------------------- the suite
 
 
-def _records(path: str) -> List[Dict[str, object]]:
+def _records(path: str) -> List[Dict[str, Any]]:
     if not os.path.exists(path):
         return []
     with open(path) as f:
@@ -325,7 +331,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "device"
 
 
-def markdown(result: Dict[str, object]) -> str:
+def markdown(result: Dict[str, Any]) -> str:
     env = result["environment"]
     lines = [
         f"# GPU suite: {env.get('device', 'no CUDA device')}",
@@ -367,7 +373,7 @@ def markdown(result: Dict[str, object]) -> str:
 
 def run(
     out: str, dry_run: bool = False, budget: float = 450.0, parts: Optional[List[Tuple[str, float, Callable]]] = None
-) -> Dict[str, object]:
+) -> Dict[str, Any]:
     """Run every part within ``budget`` seconds in all (each its share), writing ``out``'s JSON
     and Markdown after every part. Returns the result with the written paths. ``parts``:
     (name, share, function) to run instead of the suite's (a function importable by name)."""
@@ -375,10 +381,10 @@ def run(
         raise ValueError(f"budget must be a positive number of seconds; got {budget}")
     parts = parts if parts is not None else [(name, share, FUNCTIONS[name]) for name, share in PARTS]
     os.makedirs(out, exist_ok=True)
-    context = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
+    context: Any = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
     if hasattr(context, "set_forkserver_preload"):
         context.set_forkserver_preload(["torch", "exportable_loss"])  # CUDA untouched: safe to fork from
-    result: Dict[str, object] = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "dry_run": dry_run, "parts": [],
+    result: Dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "dry_run": dry_run, "parts": [],
                                  "records": [], "environment": {}}  # fmt: skip
     paths: Dict[str, str] = {}
     scratch = os.path.join(out, ".parts")
@@ -419,7 +425,7 @@ def run(
     return result
 
 
-def _write(out: str, result: Dict[str, object]) -> Dict[str, str]:
+def _write(out: str, result: Dict[str, Any]) -> Dict[str, str]:
     stem = os.path.join(out, _slug(str(result["environment"].get("device", "no-cuda"))))
     with open(stem + ".json", "w") as f:
         json.dump(result, f, indent=1)

@@ -18,13 +18,14 @@ import argparse
 import itertools
 import json
 import os
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
+import exportable_loss.triton_kernels as tk
 from exportable_loss import catalog
-from exportable_loss import triton_kernels as tk
+from exportable_loss.triton_kernels import aot
 
 # Published peak memory bandwidths, TB/s, and the fraction of it a streaming kernel reaches.
 BANDWIDTH_TBS = {"A100": 2.0, "H100 SXM": 3.35, "H200": 4.8}
@@ -56,7 +57,7 @@ def _count(module: nn.Module, args: Tuple[torch.Tensor, ...]) -> Tuple[int, int,
     return len(forward.launches), len(backward.launches), len(forward.syncs) + len(backward.syncs)
 
 
-def _nn_counterpart(ours: type, reduction: str, options: Dict[str, object]) -> Optional[nn.Module]:
+def _nn_counterpart(ours: type, reduction: str, options: Dict[str, Any]) -> Optional[nn.Module]:
     cls = getattr(nn, ours.__name__, None)
     if cls is None or reduction not in ("none", "mean", "sum", "batchmean"):
         return None
@@ -66,7 +67,7 @@ def _nn_counterpart(ours: type, reduction: str, options: Dict[str, object]) -> O
         return None
 
 
-def launches(batch: int = 8) -> List[Dict[str, object]]:
+def launches(batch: int = 8) -> List[Dict[str, Any]]:
     """Launches per call of every loss with a kernel, every reduction, against torch.nn: with
     the catalogue's example options, and without options where it has some."""
     rows = []
@@ -79,7 +80,7 @@ def launches(batch: int = 8) -> List[Dict[str, object]]:
             ours = entry.cls(reduction=reduction, backend="triton", **options)
             fwd, bwd, syncs = _count(ours, args)
             label = ", ".join(options) or "—"
-            row: Dict[str, object] = dict(
+            row: Dict[str, Any] = dict(
                 loss=entry.name, options=label, reduction=reduction, fwd=fwd, bwd=bwd, syncs=syncs
             )
             theirs = _nn_counterpart(entry.cls, reduction, options)
@@ -92,55 +93,6 @@ def launches(batch: int = 8) -> List[Dict[str, object]]:
 # ---------------------------------------------------------------- passes and projected time
 
 
-def _ce_calls(shape, dtype, probabilities: bool, weight: bool, softcap: bool, reduction: str, sample_weight: bool):
-    """Forward and backward launcher calls of cross entropy on meta tensors."""
-    kernels = tk.kernels("cross_entropy")
-    n, c = shape
-    x = torch.empty(n, c, 1, device="meta", dtype=dtype)
-    t = torch.empty(n, c, 1, device="meta", dtype=dtype) if probabilities else torch.empty(n, 1, device="meta").long()
-    w = torch.empty(c, device="meta", dtype=dtype) if weight else None
-    s = torch.empty(n, device="meta") if sample_weight else None
-    options = dict(ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=1.0 if softcap else 0.0)
-    saved: dict = {}
-
-    def forward() -> None:
-        if reduction == "none":
-            saved["out"] = kernels.cross_entropy_forward(x, t, w, **options)
-        else:
-            saved["out"] = kernels.cross_entropy_reduced_forward(x, t, w, s, None, **options, mean=reduction == "mean")
-
-    def backward() -> None:
-        _, lse, mass, *den = saved["out"]
-        grad = torch.empty(() if den else (n,), device="meta")
-        kernels.cross_entropy_backward(
-            grad, x, t, w, lse, mass, **options, sample_weight=s, denominator=den[0] if den else None
-        )
-
-    return forward, backward
-
-
-def _pointwise_calls(kind: str, shape, dtype, reduction: str, sample_weight: bool, weights: bool = False):
-    kernels = tk.kernels("pointwise")
-    x = torch.empty(shape, device="meta", dtype=dtype)
-    w = torch.empty(shape, device="meta", dtype=dtype) if weights else None
-    s = torch.empty(shape[0], device="meta") if sample_weight else None
-    saved: dict = {}
-
-    def forward() -> None:
-        if reduction == "none":
-            saved["den"] = None
-            kernels.pointwise_forward(x, x, None, w, w, kind, 0.5, 2.0)
-        else:
-            _, saved["den"] = kernels.pointwise_reduced_forward(x, x, s, w, w, None, kind, 0.5, 2.0, reduction)
-
-    def backward() -> None:
-        den = saved["den"]
-        grad = torch.empty(() if den is not None else shape, device="meta", dtype=dtype)
-        kernels.pointwise_backward(grad, x, x, s if den is not None else None, w, w, kind, 0.5, 2.0, den)
-
-    return forward, backward
-
-
 def _planned_bytes(call: Callable[[], None]) -> Tuple[int, List[Tuple[str, int]]]:
     """(bytes, [(kernel, passes)]) of the launches ``call`` makes, from the declarations."""
     from exportable_loss.triton_kernels import counting
@@ -149,14 +101,16 @@ def _planned_bytes(call: Callable[[], None]) -> Tuple[int, List[Tuple[str, int]]
     return sum(sum(counting.expected(x).values()) for x in launches), [(x.name, counting.passes(x)) for x in launches]
 
 
-def passes() -> List[Dict[str, object]]:
+def passes() -> List[Dict[str, Any]]:
     """Passes over the big tensor per launch, for every option of the cross-entropy and
     element-wise ops (from the kernels' declarations)."""
     rows = []
     for probabilities, reduction, sample_weight in itertools.product((False, True), ("none", "mean"), (False, True)):
         if sample_weight and reduction == "none":
             continue
-        forward, backward = _ce_calls((64, 1024), torch.float32, probabilities, True, False, reduction, sample_weight)
+        forward, backward = aot.cross_entropy_calls(
+            64, 1024, 1, torch.float32, probabilities, True, False, reduction, sample_weight
+        )
         targets = "probabilities" if probabilities else "class indices"
         weighting = " + sample_weight" if sample_weight else ""
         for direction, call in (("forward", forward), ("backward", backward)):
@@ -166,7 +120,7 @@ def passes() -> List[Dict[str, object]]:
                      launches=launched)
             )  # fmt: skip
     for weights, reduction in itertools.product((False, True), ("none", "mean")):
-        forward, backward = _pointwise_calls("bce_logits", (64, 1024), torch.float32, reduction, False, weights)
+        forward, backward = aot.pointwise_calls("bce_logits", 64 * 1024, torch.float32, reduction, False, weights)
         options = ("weight + pos_weight, " if weights else "") + reduction
         for direction, call in (("forward", forward), ("backward", backward)):
             _, launched = _planned_bytes(call)
@@ -174,16 +128,15 @@ def passes() -> List[Dict[str, object]]:
     return rows
 
 
-def projection() -> List[Dict[str, object]]:
+def projection() -> List[Dict[str, Any]]:
     """Bytes of one forward+backward (``mean``) at the benchmark shapes, and the time they take
     at 90% of each GPU's published bandwidth."""
     rows = []
-    cases = [
-        (name, shape, dtype, _ce_calls(shape, dtype, False, False, False, "mean", False))
-        for name, shape, dtype in SHAPES
+    cases: List[Tuple[str, Tuple[int, ...], torch.dtype, Any]] = [
+        (name, shape, dtype, aot.cross_entropy_calls(shape[0], shape[1], 1, dtype)) for name, shape, dtype in SHAPES
     ]
-    name, shape, dtype = POINTWISE_SHAPE
-    cases.append((name, shape, dtype, _pointwise_calls(name, shape, dtype, "mean", False)))
+    name, (numel,), dtype = POINTWISE_SHAPE
+    cases.append((name, (numel,), dtype, aot.pointwise_calls(name, numel, dtype)))
     for name, shape, dtype, (forward, backward) in cases:
         fwd, _ = _planned_bytes(forward)
         bwd, _ = _planned_bytes(backward)
@@ -191,7 +144,7 @@ def projection() -> List[Dict[str, object]]:
         for size in shape:
             numel *= size
         big = numel * torch.empty((), dtype=dtype).element_size()
-        row: Dict[str, object] = dict(
+        row: Dict[str, Any] = dict(
             loss=name, shape=list(shape), dtype=str(dtype).replace("torch.", ""), fwd_bytes=fwd, bwd_bytes=bwd,
             passes=round((fwd + bwd) / big, 3), tensor_mb=big / 2**20,
         )  # fmt: skip
@@ -204,7 +157,7 @@ def projection() -> List[Dict[str, object]]:
 # ---------------------------------------------------------------- Markdown
 
 
-def launches_markdown(rows: List[Dict[str, object]]) -> str:
+def launches_markdown(rows: List[Dict[str, Any]]) -> str:
     lines = [
         "| loss | options | reduction | ours: forward | backward | torch.nn: forward | backward | host syncs (ours) |",
         "|---|---|---|---|---|---|---|---|",
@@ -216,7 +169,7 @@ def launches_markdown(rows: List[Dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def passes_markdown(rows: List[Dict[str, object]]) -> str:
+def passes_markdown(rows: List[Dict[str, Any]]) -> str:
     lines = ["| op | options | direction | launches (passes over the big tensor) |", "|---|---|---|---|"]
     for r in rows:
         launched = ", ".join(f"`{name}` ({p})" for name, p in r["launches"])
@@ -224,7 +177,7 @@ def passes_markdown(rows: List[Dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def projection_markdown(rows: List[Dict[str, object]]) -> str:
+def projection_markdown(rows: List[Dict[str, Any]]) -> str:
     gpus = list(BANDWIDTH_TBS)
     head = " | ".join(f"{g}, {BANDWIDTH_TBS[g]} TB/s" for g in gpus)
     lines = [
