@@ -210,9 +210,9 @@ def _block(n_cols: int, device_type: str) -> int:
 
 
 def _warps(block: int) -> int:
-    # at least 4 elements per thread: 16-byte (fp32) vector loads. Not 16 warps for 8192: at 512
-    # threads ptxas spilled (sm_80, class weights) to fit a third program per SM; see aot.py
-    return 8 if block >= 8192 else max(1, min(16, block // 128))
+    # at least 4 elements per thread: 16-byte (fp32) vector loads. At most 8 warps: with 16
+    # (512 threads) ptxas spilled on sm_80 (class weights) to fit more programs per SM; aot.py
+    return max(1, min(8, block // 128))
 
 
 def _rows_per_weight(rows: int, sample_weight: Optional[torch.Tensor]) -> int:
