@@ -22,10 +22,9 @@ from exportable_loss._reduction import (
     guard_counted_gradient,
     mean_denominator,
     reduce_loss,
-    sample_weights_like,
 )
 from exportable_loss._registry import EXAMPLE_CLASSES, declare, example_class_indices
-from exportable_loss._targets import class_dimension, class_terms, counted_targets
+from exportable_loss._targets import class_dimension, class_terms, counted_positions, counted_targets
 from exportable_loss._vocab_parallel import dtensor_cross_entropy, is_dtensor
 
 
@@ -116,7 +115,7 @@ def cross_entropy(
     # the z-loss overflow float16 long before the reduction's float32 sum
     acc = accumulation_dtype(input.dtype)
     probabilities = target.is_floating_point()
-    counts = _counted_positions(target, ignore_index, sample_weight, probabilities, dim)
+    counts = counted_positions(target, ignore_index, sample_weight, dim)
     guarded = counted_gradient(input, counts)
     x = guarded
     if logit_softcap is not None:
@@ -134,6 +133,8 @@ def cross_entropy(
         weight_b = weight.to(acc).reshape(shape)
 
     if probabilities:
+        target = counted_gradient(target, counts)  # class probabilities may take gradients too
+        guarded_target = target
         if label_smoothing > 0.0:
             target = target * (1.0 - label_smoothing) + label_smoothing / num_classes
         prod = logp * target if weight_b is None else logp * target * weight_b
@@ -141,7 +142,7 @@ def cross_entropy(
         if lse is not None:
             loss = loss + z_loss * lse.squeeze(dim).to(acc) ** 2
         if not torch.jit.is_scripting():
-            guard_counted_gradient(guarded, counts, loss.unsqueeze(dim))
+            guard_counted_gradient([guarded, guarded_target], counts, loss.unsqueeze(dim))
         return reduce_loss(loss, reduction, sample_weight, normalizer).to(input.dtype)
 
     loss, valid, target_weight = class_terms(logp, target, weight, ignore_index, class_dim)
@@ -153,24 +154,9 @@ def cross_entropy(
         z_term = z_loss * lse.squeeze(dim).to(acc) ** 2
         loss = loss + (z_term if target_weight is None else z_term * target_weight)
     if not torch.jit.is_scripting():
-        guard_counted_gradient(guarded, counts, loss.unsqueeze(dim))
+        guard_counted_gradient([guarded], counts, loss.unsqueeze(dim))
     loss = torch.where(valid, loss, torch.zeros_like(loss))
     return reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight).to(input.dtype)
-
-
-def _counted_positions(
-    target: Tensor, ignore_index: int, sample_weight: Optional[Tensor], probabilities: bool, dim: int
-) -> Optional[Tensor]:
-    """The positions that count (not ``ignore_index``, sample weight not 0), with a class
-    dimension of 1 at ``dim`` to broadcast over the logits; None where every position counts."""
-    counts: Optional[Tensor] = None
-    if not probabilities:
-        counts = target != ignore_index
-    if sample_weight is not None:
-        positions = target.select(dim, 0) if probabilities else target
-        nonzero = sample_weights_like(sample_weight, positions) != 0
-        counts = nonzero if counts is None else counts & nonzero
-    return counts.unsqueeze(dim) if counts is not None else None
 
 
 def nll_loss(

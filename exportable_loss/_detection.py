@@ -19,7 +19,14 @@ from torch import Tensor
 from exportable_loss import _checks
 from exportable_loss._base import _Loss
 from exportable_loss._numerics import accumulation_dtype, autocast_float32
-from exportable_loss._reduction import REDUCTIONS, every_row, reduce_loss
+from exportable_loss._reduction import (
+    REDUCTIONS,
+    counted_gradient,
+    every_row,
+    guard_counted_gradient,
+    reduce_loss,
+    sample_counts,
+)
 from exportable_loss._registry import declare
 
 
@@ -49,11 +56,31 @@ def _prepare_boxes(
     return input, target
 
 
-def _coordinates(input: Tensor, target: Tensor) -> Tuple[List[Tensor], List[Tensor]]:
+def _coordinates(
+    input: Tensor, target: Tensor, sample_weight: Optional[Tensor]
+) -> Tuple[List[Tensor], List[Tensor], List[Tensor]]:
+    """The coordinates of both boxes, and the tensors to hand ``_reduce`` (boxes of weight 0 get
+    exactly 0 gradient, even where they hold NaN or Inf)."""
+    counts = sample_counts(sample_weight, input)
+    counted = [counted_gradient(input, counts), counted_gradient(target, counts)]
     # Half types compute in float32 (as torchvision upcasts them): eps = 1e-7 is below their
     # resolution. Integer targets are converted as torchvision upcasts integer boxes.
     dtype = accumulation_dtype(input.dtype)
-    return list(input.to(dtype).unbind(-1)), list(target.to(dtype).unbind(-1))
+    return list(counted[0].to(dtype).unbind(-1)), list(counted[1].to(dtype).unbind(-1)), counted
+
+
+def _reduce(
+    loss: Tensor,
+    counted: List[Tensor],
+    reduction: str,
+    sample_weight: Optional[Tensor],
+    normalizer: Optional[Tensor],
+    dtype: torch.dtype,
+) -> Tensor:
+    """The reduction of the box terms, in ``dtype``."""
+    if not torch.jit.is_scripting():
+        guard_counted_gradient(counted, sample_counts(sample_weight, counted[0]), loss.unsqueeze(-1))
+    return reduce_loss(loss, reduction, sample_weight, normalizer).to(dtype)
 
 
 def _iou_and_union(p: List[Tensor], g: List[Tensor], eps: float) -> Tuple[Tensor, Tensor]:
@@ -167,13 +194,13 @@ def generalized_box_iou_loss(
     if not torch.jit.is_scripting():
         _checks.check_backend(backend)
         input, target = _prepare_boxes(input, target, eps, reduction, sample_weight, normalizer)
-    p, g = _coordinates(input, target)
+    p, g, counted = _coordinates(input, target, sample_weight)
     iou, union = _iou_and_union(p, g, eps)
     cw, ch = _enclosing_extent(p, g)
     area_c = cw * ch
     giou = iou - (area_c - union) / (area_c + eps)
     loss = 1.0 - giou
-    return reduce_loss(loss, reduction, sample_weight, normalizer).to(input.dtype)
+    return _reduce(loss, counted, reduction, sample_weight, normalizer, input.dtype)
 
 
 def distance_box_iou_loss(
@@ -226,9 +253,9 @@ def distance_box_iou_loss(
     if not torch.jit.is_scripting():
         _checks.check_backend(backend)
         input, target = _prepare_boxes(input, target, eps, reduction, sample_weight, normalizer)
-    p, g = _coordinates(input, target)
+    p, g, counted = _coordinates(input, target, sample_weight)
     loss, _ = _diou_terms(p, g, eps)
-    return reduce_loss(loss, reduction, sample_weight, normalizer).to(input.dtype)
+    return _reduce(loss, counted, reduction, sample_weight, normalizer, input.dtype)
 
 
 def complete_box_iou_loss(
@@ -284,7 +311,7 @@ def complete_box_iou_loss(
     if not torch.jit.is_scripting():
         _checks.check_backend(backend)
         input, target = _prepare_boxes(input, target, eps, reduction, sample_weight, normalizer)
-    p, g = _coordinates(input, target)
+    p, g, counted = _coordinates(input, target, sample_weight)
     loss, iou = _diou_terms(p, g, eps)
     angle = _aspect_angle(p[2] - p[0], p[3] - p[1])
     angle_target = _aspect_angle(g[2] - g[0], g[3] - g[1])
@@ -292,7 +319,7 @@ def complete_box_iou_loss(
     v = (4.0 / (math.pi * math.pi)) * (delta * delta)
     alpha = (v / (1.0 - iou + v + eps)).detach()
     loss = loss + alpha * v
-    return reduce_loss(loss, reduction, sample_weight, normalizer).to(input.dtype)
+    return _reduce(loss, counted, reduction, sample_weight, normalizer, input.dtype)
 
 
 def _boxes(n: int, g: torch.Generator) -> Tensor:

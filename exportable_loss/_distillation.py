@@ -14,7 +14,7 @@ the same formula.
 """
 
 import math
-from typing import Optional, Tuple, cast
+from typing import List, Optional, Tuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -22,9 +22,16 @@ from torch import Tensor, nn
 from exportable_loss import _checks
 from exportable_loss._base import _Loss
 from exportable_loss._numerics import accumulation_dtype, autocast_float32, softplus
-from exportable_loss._reduction import DENOMINATOR_DTYPE, REDUCTIONS, mean_denominator, reduce_loss
+from exportable_loss._reduction import (
+    DENOMINATOR_DTYPE,
+    REDUCTIONS,
+    counted_gradient,
+    guard_counted_gradient,
+    mean_denominator,
+    reduce_loss,
+)
 from exportable_loss._registry import EXAMPLE_CLASSES, declare, example_class_indices
-from exportable_loss._targets import class_terms
+from exportable_loss._targets import class_terms, counted_positions
 
 
 def _check_inputs(
@@ -70,23 +77,36 @@ def _check_temperature_alpha(temperature: float, alpha: float) -> None:
 
 
 def _prologue(
-    input: Tensor, target: Tensor, label: Optional[Tensor], ignore_index: int
-) -> Tuple[Tensor, Tensor, Optional[Tensor], int]:
-    """Upcasts half inputs to float32 and, with a label, zeroes the ignored positions' inputs.
-
-    Zeroing (not only masking the result) keeps NaN or Inf at ignored positions out of the
-    gradients as well. Returns ``(input, target, valid, class_dim)``.
-    """
+    input: Tensor, target: Tensor, label: Optional[Tensor], ignore_index: int, sample_weight: Optional[Tensor]
+) -> Tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor], int]:
+    """The student and teacher through ``counted_gradient`` (positions that do not count, ignored
+    or of sample weight 0, get exactly 0 gradient even where they hold NaN or Inf), upcast from
+    half types to float32. Returns ``(input, target, valid, counts, class_dim)``."""
     class_dim = 0 if input.dim() == 1 else 1
-    x = input.to(accumulation_dtype(input.dtype))
-    y = target.to(x.dtype)
-    valid: Optional[Tensor] = None
-    if label is not None:
-        valid = label != ignore_index
-        keep = valid.unsqueeze(class_dim)
-        x = torch.where(keep, x, torch.zeros_like(x))
-        y = torch.where(keep, y, torch.zeros_like(y))
-    return x, y, valid, class_dim
+    valid = label != ignore_index if label is not None else None
+    counts = counted_positions(label if label is not None else input, ignore_index, sample_weight, class_dim)
+    x = counted_gradient(input, counts).to(accumulation_dtype(input.dtype))
+    y = counted_gradient(target, counts).to(x.dtype)
+    return x, y, valid, counts, class_dim
+
+
+def _reduce(
+    loss: Tensor,
+    counted: List[Tensor],
+    counts: Optional[Tensor],
+    valid: Optional[Tensor],
+    class_dim: int,
+    reduction: str,
+    sample_weight: Optional[Tensor],
+    normalizer: Optional[Tensor],
+) -> Tensor:
+    """The reduction of the position terms ``loss`` computed from ``counted``, ``_prologue``'s
+    student and teacher."""
+    if not torch.jit.is_scripting():
+        guard_counted_gradient(counted, counts, loss.unsqueeze(class_dim))
+    if valid is not None:
+        loss = torch.where(valid, loss, torch.zeros_like(loss))
+    return reduce_loss(loss, reduction, sample_weight, normalizer, valid)
 
 
 def _kl_terms(log_a: Tensor, log_b: Tensor) -> Tensor:
@@ -170,7 +190,7 @@ def jsd_loss(
         _check_beta(beta)
         input, target = autocast_float32([input, target])
     out_dtype = input.dtype
-    x, y, valid, class_dim = _prologue(input, target, label, ignore_index)
+    x, y, valid, counts, class_dim = _prologue(input, target, label, ignore_index, sample_weight)
     if beta == 0.0:
         terms = _kl_terms(y, x)
     elif beta == 1.0:
@@ -178,9 +198,7 @@ def jsd_loss(
     else:
         terms = _mixture_terms(y, x, beta) + _mixture_terms(x, y, 1.0 - beta)
     loss = terms.sum(class_dim)
-    if valid is not None:
-        loss = torch.where(valid, loss, torch.zeros_like(loss))
-    return reduce_loss(loss, reduction, sample_weight, normalizer, valid).to(out_dtype)
+    return _reduce(loss, [x, y], counts, valid, class_dim, reduction, sample_weight, normalizer).to(out_dtype)
 
 
 def distillation_loss(
@@ -243,7 +261,7 @@ def distillation_loss(
     if alpha != 1.0 and label is None:
         raise ValueError(f"alpha < 1 needs label for the hard-label term; got alpha={alpha} and no label")
     out_dtype = input.dtype
-    x, y, valid, class_dim = _prologue(input, target, label, ignore_index)
+    x, y, valid, counts, class_dim = _prologue(input, target, label, ignore_index, sample_weight)
     log_student = torch.log_softmax(x, class_dim)
     if alpha != 0.0:
         if temperature != 1.0:
@@ -261,9 +279,7 @@ def distillation_loss(
         # out-of-range indices give NaN (as cross_entropy here): no out-of-bounds read
         nll, _, _ = class_terms(log_student, label, None, ignore_index)
         loss = loss + (1.0 - alpha) * nll
-    if valid is not None:
-        loss = torch.where(valid, loss, torch.zeros_like(loss))
-    return reduce_loss(loss, reduction, sample_weight, normalizer, valid).to(out_dtype)
+    return _reduce(loss, [x, y], counts, valid, class_dim, reduction, sample_weight, normalizer).to(out_dtype)
 
 
 def label_positions(module: nn.Module, label: Tensor) -> Tuple[int, ...]:

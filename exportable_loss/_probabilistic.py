@@ -17,7 +17,16 @@ from exportable_loss import _checks
 from exportable_loss._base import _Loss
 from exportable_loss._dispatch import eager
 from exportable_loss._numerics import autocast_float32
-from exportable_loss._reduction import REDUCTIONS, element_positions, every_element, every_row, reduce_loss
+from exportable_loss._reduction import (
+    REDUCTIONS,
+    counted_gradient,
+    element_positions,
+    every_element,
+    every_row,
+    guard_counted_gradient,
+    reduce_loss,
+    sample_counts,
+)
 from exportable_loss._registry import declare
 
 
@@ -69,6 +78,9 @@ def poisson_nll_loss(
         input, target = _checks.prepare_pointwise(
             input, target, reduction, sample_weight, normalizer, REDUCTIONS, backend
         )
+    # samples of weight 0 get exactly 0 gradient, even where they hold NaN or Inf
+    counts = sample_counts(sample_weight, input)
+    input, target = counted_gradient(input, counts), counted_gradient(target, counts)
     if log_input:
         loss = torch.exp(input) - target * input
     else:
@@ -80,6 +92,8 @@ def poisson_nll_loss(
         t = torch.where(small, torch.ones_like(target), target)
         stirling = t * torch.log(t) - t + 0.5 * torch.log(2 * math.pi * t)
         loss = loss + torch.where(small, torch.zeros_like(stirling), stirling)
+    if not torch.jit.is_scripting():
+        guard_counted_gradient([input, target], counts, loss)
     return reduce_loss(loss, reduction, sample_weight, normalizer)
 
 
@@ -170,12 +184,18 @@ def gaussian_nll_loss(
             input, target, var = autocast_float32([input, target, var])
         else:
             input, target = autocast_float32([input, target])
+    counts = sample_counts(sample_weight, input)
+    input, target = counted_gradient(input, counts), counted_gradient(target, counts)
     if isinstance(var, Tensor):
         v = var
         if v.dim() != input.dim():
             v = v.unsqueeze(-1)  # homoscedastic: one variance per row of the last dimension
+        if counts is not None:
+            # a variance shared by several positions: guarded at each of them
+            v = counted_gradient(v.expand_as(input), counts)
     else:
         v = torch.full_like(input, float(var))
+    counted = [input, target, v]
     # max(v, eps) in the forward, the identity in the backward (torch.nn clamps under no_grad).
     # `v - v.detach()` is exactly 0 for every finite v below eps (NaN and +inf keep v itself;
     # -inf, which validation rejects, gives NaN).
@@ -184,6 +204,8 @@ def gaussian_nll_loss(
     loss = 0.5 * (torch.log(v) + diff**2 / v)
     if full:
         loss = loss + 0.5 * math.log(2 * math.pi)
+    if not torch.jit.is_scripting():
+        guard_counted_gradient(counted, counts, loss)
     return reduce_loss(loss, reduction, sample_weight, normalizer)
 
 
@@ -232,8 +254,14 @@ def margin_ranking_loss(
         _checks.check_same_shapes(names, [input1, input2, target])
         _checks.check_reduction_args(reduction, input1, input1.dim() > 0, sample_weight, normalizer, REDUCTIONS)
         input1, input2, target = autocast_float32([input1, input2, target])
+    counts = sample_counts(sample_weight, input1)
+    counted = [counted_gradient(input1, counts), counted_gradient(input2, counts), counted_gradient(target, counts)]
     # clamp_min, not relu: a term exactly at the hinge passes its gradient, as in ATen.
-    loss = (-target * (input1 - input2) + margin).clamp_min(0)
+    hinge = -counted[2] * (counted[0] - counted[1]) + margin
+    loss = hinge.clamp_min(0)
+    if not torch.jit.is_scripting():
+        # the hinge, not the clamped loss: an Inf below the hinge gives a loss of 0 and NaN gradients
+        guard_counted_gradient(counted, counts, hinge)
     return reduce_loss(loss, reduction, sample_weight, normalizer)
 
 
@@ -298,11 +326,17 @@ def triplet_margin_loss(
         _checks.check_same_shapes(names, tensors)
         _checks.check_reduction_args(reduction, anchor, anchor.dim() > 1, sample_weight, normalizer, REDUCTIONS)
         anchor, positive, negative = autocast_float32(tensors)
+    counts = sample_counts(sample_weight, anchor)
+    anchor, positive, negative = (counted_gradient(t, counts) for t in (anchor, positive, negative))
     dist_pos = _pairwise_distance(anchor, positive, p, eps)
     dist_neg = _pairwise_distance(anchor, negative, p, eps)
     if swap:
         dist_neg = torch.minimum(dist_neg, _pairwise_distance(positive, negative, p, eps))
-    loss = (margin + dist_pos - dist_neg).clamp_min(0)
+    hinge = margin + dist_pos - dist_neg
+    loss = hinge.clamp_min(0)
+    if not torch.jit.is_scripting():
+        # the hinge, not the clamped loss: an infinite distance gives a loss of 0 and NaN gradients
+        guard_counted_gradient([anchor, positive, negative], counts, hinge.unsqueeze(-1))
     return reduce_loss(loss, reduction, sample_weight, normalizer)
 
 
@@ -362,6 +396,8 @@ def cosine_embedding_loss(
             )
         _checks.check_reduction_args(reduction, input1, input1.dim() > 1, sample_weight, normalizer, REDUCTIONS)
         input1, input2, target = autocast_float32([input1, input2, target])
+    counts = sample_counts(sample_weight, input1)
+    input1, input2 = counted_gradient(input1, counts), counted_gradient(input2, counts)
     dim = input1.dim() - 1
     prod_sum = (input1 * input2).sum(dim)
     # ATen's EPSILON, added to each squared magnitude (a literal: TorchScript takes no float globals)
@@ -372,6 +408,9 @@ def cosine_embedding_loss(
     pos = 1 - cos
     neg = (cos - margin).clamp_min(0)
     loss = torch.where(target == 1, pos, zeros) + torch.where(target == -1, neg, zeros)
+    if not torch.jit.is_scripting():
+        # the cosine, not the loss: a target other than 1 and -1 gives a loss of 0 whatever it is
+        guard_counted_gradient([input1, input2], counts, cos.unsqueeze(-1))
     return reduce_loss(loss, reduction, sample_weight, normalizer)
 
 

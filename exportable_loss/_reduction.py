@@ -140,10 +140,21 @@ def reduction_coefficients(
     return torch.where(zero, torch.zeros_like(c), c / torch.where(zero, 1.0, denominator))
 
 
+def sample_counts(sample_weight: Optional[Tensor], like: Tensor) -> Optional[Tensor]:
+    """The samples (or positions) that count, weight not 0, as a mask broadcastable to ``like``
+    (``sample_weight`` as ``sample_weights_like`` shapes it); None without sample weights."""
+    if sample_weight is None:
+        return None
+    return sample_weights_like(sample_weight, like) != 0
+
+
 def counted_gradient(input: Tensor, counts: Optional[Tensor]) -> Tensor:
     """What a loss computes its term from when the positions outside ``counts`` (a boolean mask
     broadcastable to ``input``; None: all count) are zeroed afterwards: their gradient is then
-    exactly 0 too, even where ``input`` is NaN or Inf (autograd alone gives ``0 * NaN``).
+    exactly 0 too, even where ``input`` (or anything the term mixes it with) is NaN or Inf
+    (autograd alone gives ``0 * NaN``). Every differentiable input of a loss goes through it:
+    a tensor broadcast over several positions (a shared variance) goes through it expanded to
+    their shape, so each position's share of its gradient is zeroed separately.
 
     Beyond eager mode this is ``where(counts, input, input.detach())``, which compilers fuse. In
     eager mode that would cost a pass over ``input`` each way, so a view of ``input`` comes back
@@ -159,24 +170,28 @@ def counted_gradient(input: Tensor, counts: Optional[Tensor]) -> Tensor:
         return input.view_as(input)
 
 
-def guard_counted_gradient(view: Tensor, counts: Optional[Tensor], witness: Tensor) -> None:
-    """Eager mode: zero the gradient of ``view`` (from ``counted_gradient``) outside
+def guard_counted_gradient(views: List[Tensor], counts: Optional[Tensor], witness: Tensor) -> None:
+    """Eager mode: zero the gradient of each of ``views`` (from ``counted_gradient``) outside
     ``counts`` where it would not be 0 already, i.e. where ``witness`` (the loss before its
-    uncounted positions were zeroed, broadcastable to ``view``) is not finite."""
-    if counts is None or not (view.requires_grad and torch.is_grad_enabled()) or not eager():
+    uncounted positions were zeroed, broadcastable to every view) is not finite. Zeroing there
+    is always right; the witness only spares the pass where nothing needs it."""
+    views = [v for v in views if v.requires_grad]
+    if counts is None or len(views) == 0 or not torch.is_grad_enabled() or not eager():
         return
     if counts.device.type == "cpu" and bool(counts.all()):
         return  # every position counts (a CPU reads this for free)
     bad = ~counts & ~torch.isfinite(witness.detach())
+    if bad.device.type == "cpu" and not bool(bad.any()):
+        return  # nothing to zero: no pass over the gradients (a GPU would synchronise for this check,
+        # so there each view's gradient takes its one `where` pass)
 
     def hook(grad: Optional[Tensor]) -> Optional[Tensor]:
-        # on a CPU the check is free and the common case (nothing to zero) costs no pass; a GPU
-        # would synchronise for it, so there the one pass always runs
-        if grad is None or (grad.device.type == "cpu" and not bool(bad.any())):
+        if grad is None:
             return grad
         return torch.where(bad, torch.zeros((), dtype=grad.dtype, device=grad.device), grad)
 
-    view.register_hook(hook)
+    for view in views:
+        view.register_hook(hook)
 
 
 def mean_denominator(

@@ -15,7 +15,15 @@ from torch import Tensor, nn
 from exportable_loss import _checks
 from exportable_loss._base import _Loss
 from exportable_loss._numerics import accumulation_dtype, autocast_float32
-from exportable_loss._reduction import DENOMINATOR_DTYPE, REDUCTIONS, mean_denominator, reduce_loss
+from exportable_loss._reduction import (
+    DENOMINATOR_DTYPE,
+    REDUCTIONS,
+    counted_gradient,
+    guard_counted_gradient,
+    mean_denominator,
+    reduce_loss,
+    sample_counts,
+)
 from exportable_loss._registry import declare
 
 MODES = ("multiclass", "multilabel")
@@ -137,6 +145,12 @@ def _tversky(
     """The routine behind ``tversky_loss`` and ``dice_loss`` (tensors checked already)."""
     num_classes = input.shape[1]
     acc = accumulation_dtype(input.dtype)
+    # images of weight 0 get exactly 0 gradient, even where they hold NaN or Inf
+    counts = sample_counts(sample_weight, input)
+    input = counted_gradient(input, counts)
+    if target.is_floating_point():
+        target = counted_gradient(target, counts)
+    guarded = [input, target]
     valid: Optional[Tensor] = None
     if mode == "multiclass":
         if target.is_floating_point():
@@ -180,6 +194,10 @@ def _tversky(
     tp = _spatial_sum(tp, dims, acc)
     fp = _spatial_sum(fp, dims, acc)
     fn = _spatial_sum(fn, dims, acc)
+    if not torch.jit.is_scripting():
+        if counts is not None:
+            # the statistics (not the loss, which clamps): non-finite wherever an image's inputs are
+            guard_counted_gradient(guarded, counts, (tp + fp + fn).sum(1).reshape(counts.shape))
     if not include_background:
         tp, fp, fn = tp[:, 1:], fp[:, 1:], fn[:, 1:]
         if counted is not None and counted.shape[1] != 1:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from exportable_loss._numerics import accumulation_dtype
+from exportable_loss._reduction import sample_weights_like
 
 
 def class_dimension(input_dim: int, class_dim: int) -> int:
@@ -36,6 +37,25 @@ def counted_targets(
         gathered = weight[safe]
         target_weight = torch.where(valid, gathered, torch.zeros_like(gathered))
     return valid, in_range, safe, target_weight
+
+
+def counted_positions(target: Tensor, ignore_index: int, sample_weight: Optional[Tensor], dim: int) -> Optional[Tensor]:
+    """The positions that count (not ``ignore_index``, sample weight not 0), with a class
+    dimension of 1 at ``dim`` to broadcast over the logits; None where every position counts.
+
+    ``target``: class indices, or a floating tensor with the class dimension at ``dim`` (class
+    probabilities, or the logits where a loss has no labels), whose positions all count but for
+    their sample weights.
+    """
+    probabilities = target.is_floating_point()
+    counts: Optional[Tensor] = None
+    if not probabilities:
+        counts = target != ignore_index
+    if sample_weight is not None:
+        positions = target.select(dim, 0) if probabilities else target
+        nonzero = sample_weights_like(sample_weight, positions) != 0
+        counts = nonzero if counts is None else counts & nonzero
+    return counts.unsqueeze(dim) if counts is not None else None
 
 
 def class_terms(

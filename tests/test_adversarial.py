@@ -6,6 +6,8 @@ call on clean inputs). Tests parametrised by backend carry its name in their id,
 the interpreter the Triton backend runs its PyTorch reference.
 """
 
+import inspect
+import itertools
 import os
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import exportable_loss as el
 from exportable_loss import functional as elf
 from exportable_loss import triton_kernels as tk
 from exportable_loss._registry import specs
+from exportable_loss.catalog import LOSSES
 from exportable_loss.export.onnx import export_onnx, run_onnx
 
 BACKENDS = ("torch", "triton")
@@ -91,6 +94,115 @@ def test_zero_weight_samples_get_zero_gradient_every_kernel_loss(name, backend):
     torch.testing.assert_close(got, want)
     assert torch.equal(got_grad[1], torch.zeros_like(got_grad[1]))
     torch.testing.assert_close(got_grad[0], want_grad[0])
+
+
+POISONS = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+NOT_COUNTED, COUNTED = 1, 2  # sample 1 gets weight 0 or is ignored; sample 2 always counts
+
+
+def _poisoned(x, value, entry, sample=NOT_COUNTED):
+    """``x`` with ``sample`` set to ``value``: all its entries (``entry`` None) or one (0, -1)."""
+    bad = x.detach().clone()
+    if entry is None or bad.dim() < 2:
+        bad[sample] = value
+    else:
+        bad[sample].view(-1)[entry] = value
+    return bad
+
+
+def _grads(module, args, differentiable, **kwargs):
+    """The loss and the gradient of each ``differentiable`` argument (None where none flows)."""
+    args = [a.detach().clone().requires_grad_(True) if i in differentiable else a for i, a in enumerate(args)]
+    out = module(*args, **kwargs)
+    wrt = [args[i] for i in differentiable]
+    grads = torch.autograd.grad(out.sum(), wrt, allow_unused=True)
+    return out.detach(), dict(zip(differentiable, grads))
+
+
+def _not_counted_cases(spec, module, args):
+    """(arguments, sample_weight, the argument holding the label or None): sample 1 of weight 0;
+    and, where the loss has an ignore_index, sample 1 ignored through its label."""
+    yield args, torch.tensor([1.0, 0.0, 1.0, 0.5]), None
+    ignore_index = getattr(module, "ignore_index", None)
+    if ignore_index is not None:
+        at = LOSSES[spec.name].inputs.index(spec.denominator_arg)
+        label = args[at].clone()
+        label[NOT_COUNTED] = ignore_index
+        yield args[:at] + (label,) + args[at + 1 :], None, at
+
+
+def _option_variants(spec):
+    """The example's options, and per_image=False where the loss has it (statistics summed over
+    the batch: a zero-weight or wholly ignored image must add nothing to the batch's sums)."""
+    options = dict(spec.example_options)
+    yield options
+    if "per_image" in inspect.signature(spec.module).parameters:
+        yield {**options, "per_image": False}
+
+
+@pytest.mark.parametrize("mode", ["eager", "script"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", list(SPECS))
+def test_samples_that_do_not_count_give_zero_gradient_every_loss(name, backend, mode):
+    """Every loss (from the registry), every floating input, eager and TorchScript: NaN, +Inf or
+    -Inf in a sample of weight 0 (in all its entries or one), or in a sample whose label is
+    ignore_index, gives the loss of the batch without that sample, exactly 0 gradient for that
+    sample in every input that takes gradients (the Triton backend differentiates the input
+    only), and for the other samples and the parameters (the fused linear loss's classifier) the
+    gradients of the batch without it. NaN in every entry of a counted sample of any input that
+    takes gradients gives a NaN loss (one entry may legitimately not count: NLL reads only the
+    target's log-probability)."""
+    spec = SPECS[name]
+    if backend not in spec.backends:
+        pytest.skip("no kernel: the torch backend's code, tested with backend='torch'")
+    if mode == "script" and backend == "triton":
+        pytest.skip("TorchScript: the torch backend's formulation (where, not hooks) is what differs")
+    args = spec.example(4, torch.Generator().manual_seed(13))
+    batched = [spec.batched is None or i in spec.batched for i in range(len(args))]
+    floats = [i for i, a in enumerate(args) if a.is_floating_point()]
+    differentiable = floats if backend == "torch" else [0]
+    kept = torch.arange(len(args[0])) != NOT_COUNTED
+    for options in _option_variants(spec):
+        module = spec.module(backend=backend, **options)
+        if mode == "script":
+            module = torch.jit.script(module)
+        for clean, sw, label_at in _not_counted_cases(spec, module, args):
+            # the reference: the batch without the sample that does not count
+            removed = [a[kept] if batched[i] else a for i, a in enumerate(clean)]
+            want, want_grads = _grads(module, removed, differentiable, sample_weight=None if sw is None else sw[kept])
+            assert torch.isfinite(want).all() and all(g is None or torch.isfinite(g).all() for g in want_grads.values())
+            takes_gradient = [k for k, g in want_grads.items() if g is not None]
+            for k in floats:
+                if k == label_at:
+                    continue
+                for (poison, value), entry in itertools.product(POISONS.items(), (None, 0, -1)):
+                    case = f"{name} {options}: {poison} in argument {k} ({'all' if entry is None else f'entry {entry}'}"
+                    case += " of sample 1, " + ("weight 0)" if label_at is None else "ignored)")
+                    bad = list(clean)
+                    if batched[k]:
+                        bad[k] = _poisoned(clean[k], value, entry)
+                    try:
+                        got, got_grads = _grads(module, bad, differentiable, sample_weight=sw)
+                    except ValueError:
+                        # a value validation rejects (Gaussian NLL's negative variance): rejected
+                        # in a counted sample too, so whatever the weights
+                        with pytest.raises(ValueError):
+                            counted = list(clean)
+                            counted[k] = _poisoned(clean[k], value, entry, COUNTED)
+                            module(*counted, sample_weight=sw)
+                        continue
+                    torch.testing.assert_close(got, want, msg=case)
+                    for j, g in got_grads.items():
+                        if g is None or want_grads[j] is None:
+                            assert g is None and want_grads[j] is None, case
+                            continue
+                        if batched[j]:
+                            assert torch.equal(g[NOT_COUNTED], torch.zeros_like(g[NOT_COUNTED])), f"{case}: grad {j}"
+                            g = g[kept]
+                        torch.testing.assert_close(g, want_grads[j], msg=f"{case}: gradient of argument {j}")
+                    if k in takes_gradient and poison == "nan" and entry is None:
+                        bad[k] = _poisoned(clean[k], value, entry, COUNTED) if batched[k] else clean[k] * value
+                        assert torch.isnan(module(*bad, sample_weight=sw)), f"{case}: NaN in sample 2 is lost"
 
 
 # ---------------------------------------------------------------- defect 2: classes masked with -inf
