@@ -13,27 +13,7 @@ from exportable_loss._dispatch import chunked_linear
 from exportable_loss._ops.linear_cross_entropy import fused_linear_cross_entropy
 from exportable_loss._reduction import REDUCTIONS
 from exportable_loss._registry import EXAMPLE_CLASSES, declare, example_class_indices
-from exportable_loss._targets import counted_positions
-
-
-def _counted_rows(
-    input: Tensor, linear_weight: Tensor, target: Tensor, ignore_index: int, sample_weight: Optional[Tensor]
-) -> Tensor:
-    """The hidden states with the rows that do not count (ignored, sample weight 0) zeroed, where
-    the classifier takes gradients: its gradient sums ``grad_logits.T @ input`` over the rows, and
-    a NaN or Inf row times its zero logits' gradient would be NaN. (The rows' loss is zeroed
-    anyway; the chunked op leaves such rows out of its sums itself.)"""
-    if not (linear_weight.requires_grad and torch.is_grad_enabled()):
-        return input
-    if target.is_floating_point():
-        counts = counted_positions(target, ignore_index, sample_weight, 1 if target.dim() > 1 else 0)
-        if counts is not None:
-            counts = counts.movedim(1 if target.dim() > 1 else 0, -1)
-    else:
-        counts = counted_positions(target, ignore_index, sample_weight, target.dim())
-    if counts is None:
-        return input
-    return torch.where(counts, input, torch.zeros_like(input))
+from exportable_loss._targets import without_uncounted_rows
 
 
 def linear_cross_entropy(
@@ -103,7 +83,7 @@ def linear_cross_entropy(
         )
         _checks.check_backend(backend)
     if not chunked_linear(input, target):
-        input = _counted_rows(input, linear_weight, target, ignore_index, sample_weight)
+        input = without_uncounted_rows(input, linear_weight, target, ignore_index, sample_weight)
         logits = F.linear(input, linear_weight, linear_bias)
         if logits.dim() > 2:
             # the class dimension to position 1 (permute: the ONNX exporters mistranslate movedim(-1, 1))

@@ -58,6 +58,31 @@ def counted_positions(target: Tensor, ignore_index: int, sample_weight: Optional
     return counts.unsqueeze(dim) if counts is not None else None
 
 
+def counted_rows(target: Tensor, ignore_index: int, sample_weight: Optional[Tensor]) -> Optional[Tensor]:
+    """The rows of a linear cross entropy's hidden states ``(N, d1, ..., dk, H)`` that count, shaped
+    ``(N, d1, ..., dk, 1)``; ``target`` holds class indices or probabilities (class dimension 1)."""
+    if target.is_floating_point():
+        dim = 1 if target.dim() > 1 else 0
+        counts = counted_positions(target, ignore_index, sample_weight, dim)
+        return None if counts is None else counts.movedim(dim, -1)
+    return counted_positions(target, ignore_index, sample_weight, target.dim())
+
+
+def without_uncounted_rows(
+    input: Tensor, linear_weight: Tensor, target: Tensor, ignore_index: int, sample_weight: Optional[Tensor]
+) -> Tensor:
+    """A linear cross entropy's hidden states with the rows that do not count zeroed, where the
+    classifier takes gradients (its unfused form). That gradient sums ``grad_logits.T @ input``
+    over the rows, and a NaN or Inf row times its logits' zero gradient would be NaN; the rows'
+    loss is zeroed anyway. The chunked ops leave such rows out of their sums themselves."""
+    if not (linear_weight.requires_grad and torch.is_grad_enabled()):
+        return input
+    counts = counted_rows(target, ignore_index, sample_weight)
+    if counts is None:
+        return input
+    return torch.where(counts, input, torch.zeros_like(input))
+
+
 def class_terms(
     logp: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int, class_dim: int = 1
 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:

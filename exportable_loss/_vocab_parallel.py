@@ -28,8 +28,14 @@ from exportable_loss import _checks
 from exportable_loss._dispatch import chunked_linear
 from exportable_loss._numerics import accumulation_dtype
 from exportable_loss._ops.vocab_parallel import local_statistics, vocab_parallel_linear_statistics
-from exportable_loss._reduction import REDUCTIONS, reduce_loss
-from exportable_loss._targets import class_dimension, counted_targets
+from exportable_loss._reduction import REDUCTIONS, counted_gradient, guard_counted_gradient, reduce_loss
+from exportable_loss._targets import (
+    class_dimension,
+    counted_positions,
+    counted_rows,
+    counted_targets,
+    without_uncounted_rows,
+)
 
 # ---------------------------------------------------------------- the group and its collectives
 
@@ -194,13 +200,19 @@ def sharded_cross_entropy(
 ) -> Tensor:
     """Cross entropy of this rank's logits, the classes ``[class_offset, class_offset +
     input.shape[class_dim])`` of ``num_classes`` (arguments checked already)."""
-    z = input if logit_softcap is None else logit_softcap * torch.tanh(input / logit_softcap)
+    # positions that do not count get exactly 0 gradient, even where they hold NaN or Inf
+    counts = counted_positions(target, ignore_index, sample_weight, class_dim)
+    x = counted_gradient(input, counts)
+    q = counted_gradient(target, counts) if target.is_floating_point() else target
+    z = x if logit_softcap is None else logit_softcap * torch.tanh(x / logit_softcap)
     max_logit = _max_over_ranks(z.detach().amax(class_dim).to(accumulation_dtype(z.dtype)), group)
     local_weight = _shard_of(weight, class_offset, input.shape[class_dim])
-    statistics = local_statistics(
-        z, target, local_weight, class_offset, num_classes, label_smoothing, class_dim, max_logit
-    )
+    statistics = local_statistics(z, q, local_weight, class_offset, num_classes, label_smoothing, class_dim, max_logit)
     totals = _sum_over_ranks(torch.stack(statistics), group)
+    if not torch.jit.is_scripting():
+        if counts is not None:
+            # the statistics of every rank: non-finite wherever some rank's logits at the position are
+            guard_counted_gradient([x, q], counts, (max_logit + totals.sum(0)).unsqueeze(class_dim))
     loss = _position_loss(max_logit, totals, target, weight, ignore_index, label_smoothing, z_loss, num_classes)
     return _reduce(loss, reduction, sample_weight, normalizer, input.dtype)
 
@@ -346,6 +358,7 @@ def vocab_parallel_linear_cross_entropy(
         _checks.check_backend(backend)
     input = all_reduce_gradient(input, group)
     if not chunked_linear(input, target):
+        input = without_uncounted_rows(input, linear_weight, target, ignore_index, sample_weight)
         logits = F.linear(input, linear_weight, linear_bias)
         if logits.dim() > 2:  # the class dimension to position 1 (a view)
             last = logits.dim() - 1
@@ -369,10 +382,19 @@ def vocab_parallel_linear_cross_entropy(
         0.0 if logit_softcap is None else logit_softcap,
         0 if chunk_size is None else chunk_size,
     )
+    # rows that do not count get exactly 0 gradient in the statistics (the op then leaves them out
+    # of every gradient), even where their hidden states are NaN or Inf
+    rows = counted_rows(target, ignore_index, sample_weight)
+    counts = rows.expand(list(input.shape[:-1]) + [1]).reshape(-1) if rows is not None else None
+    statistics = counted_gradient(statistics, counts)
     log_sum_exp = statistics[0]
     max_logit = _max_over_ranks(log_sum_exp.detach(), group)
     local = torch.stack([torch.exp(log_sum_exp - max_logit), statistics[1], statistics[2]])
-    totals = _sum_over_ranks(local, group).reshape((3,) + tuple(input.shape[:-1]))
+    totals = _sum_over_ranks(local, group)
+    if not torch.jit.is_scripting():
+        if counts is not None:
+            guard_counted_gradient([statistics], counts, max_logit + totals.sum(0))
+    totals = totals.reshape((3,) + tuple(input.shape[:-1]))
     max_logit = max_logit.reshape(input.shape[:-1])
     loss = _position_loss(max_logit, totals, target, weight, ignore_index, label_smoothing, z_loss, num_classes)
     return _reduce(loss, reduction, sample_weight, normalizer, input.dtype)

@@ -4,7 +4,8 @@ One spawn of 4 ranks (gloo, CPU) runs every check on the 4 ranks, then on a grou
 option set (class weights, ignore_index, label smoothing, z-loss, soft-cap), target kind (class
 indices with uneven ignore patterns, spatial positions, class probabilities), reduction and
 weighting, every rank's loss equals the single-process loss on the gathered logits and its
-gradient equals its slice of the whole gradient (the hidden states' gradient whole, for the linear
+gradient equals its slice of the whole gradient, with NaN, +inf or -inf in the logits (hidden
+states) of every position that does not count (the hidden states' gradient whole, for the linear
 form). The ranks also count their collectives (two all-reduces of position-sized tensors forward,
 one of the hidden states' size backward for the linear form), pass a DTensor sharded on the
 classes to CrossEntropyLoss, and the pair runs the logits and linear forms under
@@ -82,7 +83,24 @@ def _data(kind, options, weighting, seed):
         s = torch.rand(positions if weighting == "position_weight" else (N,), generator=g) + 0.2
         s[2] = 0.0
     normalizer = torch.tensor(6.5) if weighting == "normalizer" else None
+    not_counted = _not_counted(target, options, s, positions)
+    logits[not_counted.unsqueeze(_class_dim(kind, logits)).expand(logits.shape)] = POISONS[seed % 3]
     return logits, target, s, normalizer
+
+
+# positions that do not count (ignored, sample weight 0) hold NaN, +inf or -inf in the logits (the
+# hidden states): their loss and gradient must be exactly 0 on every rank, as in one process
+POISONS = (float("nan"), float("inf"), float("-inf"))
+
+
+def _not_counted(target, options, s, positions):
+    """(positions) mask of the positions that do not count."""
+    ignored = torch.zeros(positions, dtype=torch.bool)
+    if not target.is_floating_point():
+        ignored = target == options.get("ignore_index", -100)
+    if s is not None:
+        ignored = ignored | (s.reshape(s.shape + (1,) * (len(positions) - s.dim())) == 0)
+    return ignored
 
 
 def _weightings(option_name):
@@ -143,6 +161,7 @@ def _linear_data(options, kind, weighting, seed):
     _, target, s, normalizer = _data("spatial", options, weighting, seed)  # per-position weights: (N, T)
     if kind == "probabilities":
         target = torch.softmax(torch.randn(N, V, T, generator=g), 1)
+    hidden[_not_counted(target, options, s, (N, T)).unsqueeze(-1).expand(hidden.shape)] = POISONS[seed % 3]
     return hidden, classifier, bias, target, s, normalizer
 
 
@@ -295,7 +314,8 @@ def _check_logits(results, world):
                 grads[0], _shard(whole, rank, world, _class_dim(kind, whole)), rtol=1e-5, atol=1e-6
             )
             for got, want in zip(grads[1:], ref_grads[1:]):  # sample_weight: whole on every rank
-                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=f"{name} rank {rank}")
+                # a zero weight's gradient is its position's loss: NaN where the logits are
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, equal_nan=True, msg=f"{name} rank {rank}")
 
 
 def _check_linear(results, world):
@@ -374,8 +394,9 @@ def test_one_process_is_the_whole_vocabulary():
         ref, ref_grads = _logits_reference(options, kind, reduction, weighting, seed)
         out, grads = _logits_on_rank((0, 1, None), options, kind, reduction, weighting, seed)
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6, msg=name)
-        for got, want in zip(grads, ref_grads):
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(grads[0], ref_grads[0], rtol=1e-5, atol=1e-6, msg=name)
+        for got, want in zip(grads[1:], ref_grads[1:]):  # a zero weight's gradient: NaN where its logits are
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, equal_nan=True, msg=name)
     x = torch.randn(7, requires_grad=True)  # unbatched
     torch.testing.assert_close(
         vocab_parallel_cross_entropy(x, torch.tensor(3)), el.CrossEntropyLoss()(x, torch.tensor(3))
