@@ -79,7 +79,9 @@ def _reduce(
 ) -> Tensor:
     """The reduction of the box terms, in ``dtype``."""
     if not torch.jit.is_scripting():
-        guard_counted_gradient(counted, sample_counts(sample_weight, counted[0]), loss.unsqueeze(-1))
+        counts = sample_counts(sample_weight, counted[0])
+        if counts is not None:
+            guard_counted_gradient(counted, counts, loss.unsqueeze(-1))
     return reduce_loss(loss, reduction, sample_weight, normalizer).to(dtype)
 
 

@@ -103,7 +103,8 @@ def _reduce(
     """The reduction of the position terms ``loss`` computed from ``counted``, ``_prologue``'s
     student and teacher."""
     if not torch.jit.is_scripting():
-        guard_counted_gradient(counted, counts, loss.unsqueeze(class_dim))
+        if counts is not None:
+            guard_counted_gradient(counted, counts, loss.unsqueeze(class_dim))
     if valid is not None:
         loss = torch.where(valid, loss, torch.zeros_like(loss))
     return reduce_loss(loss, reduction, sample_weight, normalizer, valid)

@@ -335,8 +335,9 @@ def triplet_margin_loss(
     hinge = margin + dist_pos - dist_neg
     loss = hinge.clamp_min(0)
     if not torch.jit.is_scripting():
-        # the hinge, not the clamped loss: an infinite distance gives a loss of 0 and NaN gradients
-        guard_counted_gradient([anchor, positive, negative], counts, hinge.unsqueeze(-1))
+        if counts is not None:
+            # the hinge, not the clamped loss: an infinite distance gives a loss of 0 and NaN gradients
+            guard_counted_gradient([anchor, positive, negative], counts, hinge.unsqueeze(-1))
     return reduce_loss(loss, reduction, sample_weight, normalizer)
 
 
@@ -409,8 +410,9 @@ def cosine_embedding_loss(
     neg = (cos - margin).clamp_min(0)
     loss = torch.where(target == 1, pos, zeros) + torch.where(target == -1, neg, zeros)
     if not torch.jit.is_scripting():
-        # the cosine, not the loss: a target other than 1 and -1 gives a loss of 0 whatever it is
-        guard_counted_gradient([input1, input2], counts, cos.unsqueeze(-1))
+        if counts is not None:
+            # the cosine, not the loss: a target other than 1 and -1 gives a loss of 0 whatever it is
+            guard_counted_gradient([input1, input2], counts, cos.unsqueeze(-1))
     return reduce_loss(loss, reduction, sample_weight, normalizer)
 
 
