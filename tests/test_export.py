@@ -92,7 +92,10 @@ def test_destination_and_format_are_checked_before_any_work(tmp_path):
             export(module, args, path)
     with pytest.raises(ExportError, match="x.onnx' does not have the extension of format pt2"):
         export(module, args, str(tmp_path / "x.onnx"), format="pt2")
-    with pytest.raises(ExportError, match=r"cannot tell the training step's format from .*s.pt2'; expected .onnx for onnx, .pte for executorch"):
+    with pytest.raises(
+        ExportError,
+        match=r"cannot tell the training step's format from .*s.pt2'; expected .onnx for onnx, .pte for executorch",
+    ):
         export_training_step(demo("mlp"), _loss(), example_input("mlp", 6), str(tmp_path / "s.pt2"))
     assert module.calls == 0 and os.listdir(tmp_path) == []
 
