@@ -7,7 +7,7 @@ matrix, run the benchmarks. It parses arguments and prints; the work lives in th
     exportable-loss export-step [--model NAME|module:factory] [--loss LOSS] [--option ...]
                                 [--format onnx|executorch] [--max-batch N] -o FILE.onnx|FILE.pte
     exportable-loss matrix [--losses ...] [--reductions ...] [--backends ...] [--paths ...] [-o FILE]
-    exportable-loss bench [--quick] [--out DIR]
+    exportable-loss bench [--quick] [--out DIR] [--sweep] [--ops]
     exportable-loss bench-linear-ce [--shape TOKENS HIDDEN VOCAB] [--repeats N] [--out DIR]
     exportable-loss kernels | gpu-suite (see cli_gpu.py)
 
@@ -294,10 +294,29 @@ def _check_step(
 def _cmd_bench(args: argparse.Namespace) -> int:
     from exportable_loss.bench import suite
 
-    paths = suite.run(args.out, quick=args.quick, peak_gbps=args.peak_gbps)
-    with open(paths["md"]) as f:
-        print(f.read())
-    print(f"wrote {', '.join(paths.values())}", file=sys.stderr)
+    if not (args.sweep or args.ops):
+        paths = suite.run(args.out, quick=args.quick, peak_gbps=args.peak_gbps)
+        with open(paths["md"]) as f:
+            print(f.read())
+        print(f"wrote {', '.join(paths.values())}", file=sys.stderr)
+        return 0
+    if args.ops:
+        from exportable_loss.bench import ops
+
+        paths = ops.run(args.out, args.losses)
+        with open(paths["md"]) as f:
+            print(f.read())
+        print(f"wrote {', '.join(paths.values())}", file=sys.stderr)
+    if args.sweep:
+        from exportable_loss.bench import sweep
+
+        budget, rounds = (0.3, 2) if args.quick else (1.0, 3)
+        paths = sweep.run(args.out, args.losses, args.sizes or sweep.SIZES, args.modes, args.classes, budget, rounds)
+        with open(paths["md"]) as f:
+            print(f.read())
+        print(f"wrote {', '.join(paths.values())}", file=sys.stderr)
+        if "png" not in paths:
+            print(f"bench: matplotlib is not installed, so no plot; {suite.PLOT_HINT} adds sweep.png", file=sys.stderr)
     return 0
 
 
@@ -444,6 +463,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer sizes and shorter timings (minutes on 2 CPU cores)")
     p.add_argument("--out", default="bench-results", help="output folder")
     p.add_argument("--peak-gbps", type=float, help="CUDA: the device's peak memory bandwidth, GB/s")
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="instead: every loss with a torch.nn twin against it, by batch size, eager and compiled, against "
+        "the targets (sweep.json, .md, .png; about an hour on 2 CPU cores, --quick a third of it)",
+    )
+    p.add_argument(
+        "--ops", action="store_true", help="instead: the ATen operators per forward+backward, ours and torch.nn's"
+    )
+    p.add_argument("--losses", nargs="+", metavar="LOSS", help="--sweep/--ops: only these losses (default: every twin)")
+    p.add_argument("--sizes", type=_positive, nargs="+", metavar="N", help="--sweep: the batch sizes")
+    p.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=("eager", "compiled"), help="--sweep")
+    p.add_argument(
+        "--classes", type=_positive, nargs="+", default=[1000, 32000], metavar="C", help="--sweep: classes of CE/NLL"
+    )
     p.set_defaults(func=_cmd_bench)
 
     p = command(
