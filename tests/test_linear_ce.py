@@ -116,7 +116,8 @@ def test_frozen_classifier_and_no_bias():
     torch.testing.assert_close(gx, ref, rtol=RTOL, atol=ATOL)
 
 
-def test_ignored_and_zero_weight_rows_contribute_nothing_even_when_nan():
+@pytest.mark.parametrize("reduction", ["sum", "none"])  # the gradient during the forward; recomputed
+def test_ignored_and_zero_weight_rows_contribute_nothing_even_when_nan(reduction):
     x, w, b, t = _problem((8,))
     s = torch.ones(8)
     s[1] = 0.0
@@ -124,8 +125,8 @@ def test_ignored_and_zero_weight_rows_contribute_nothing_even_when_nan():
     poisoned[0] = float("nan")  # t[0] is ignored
     poisoned[1] = float("inf")  # sample weight 0
     poisoned.requires_grad_(True)
-    out = el.FusedLinearCrossEntropyLoss(reduction="sum", chunk_size=3)(poisoned, w, t, b, s)
-    clean = el.FusedLinearCrossEntropyLoss(reduction="sum")(x.detach().requires_grad_(True), w, t, b, s)
+    out = el.FusedLinearCrossEntropyLoss(reduction=reduction, chunk_size=3)(poisoned, w, t, b, s).sum()
+    clean = el.FusedLinearCrossEntropyLoss(reduction=reduction)(x.detach().requires_grad_(True), w, t, b, s).sum()
     torch.testing.assert_close(out, clean)
     gx, gw = torch.autograd.grad(out, (poisoned, w))
     assert torch.isfinite(gx).all() and torch.isfinite(gw).all() and torch.all(gx[:2] == 0)
@@ -161,9 +162,11 @@ def test_working_memory_is_a_fraction_of_the_unfused_form():
 
 
 def test_automatic_chunk_size():
-    assert auto_chunk_rows(4096, 1024, 32000) == 128  # chunk logits no larger than the hidden states
+    assert auto_chunk_rows(4096, 1024, 32000) == 512  # the floor: 2**24 / 32000 rows, a power of two
+    assert auto_chunk_rows(65536, 4096, 32000) == 8192  # chunk logits as large as the hidden states
     assert auto_chunk_rows(8192, 4096, 128256) == 256
-    assert auto_chunk_rows(512, 256, 8000) == 512  # at least 2**22 / 8000 rows, rounded down to a power of two
+    assert auto_chunk_rows(4096, 1024, 256000) == 64  # 2**24 / 256000 rows, rounded down to a power of two
+    assert auto_chunk_rows(512, 256, 8000) == 2048  # one chunk: at least 2**24 / 8000 rows
     assert auto_chunk_rows(3, 8, 5) >= 3  # a small problem is one chunk
 
 

@@ -28,6 +28,62 @@ def _softcapped(logits: Tensor, softcap: float) -> Tensor:
     return torch.tanh(logits / softcap).mul_(softcap) if softcap > 0 else logits
 
 
+def _rows_forward_(
+    logits: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Optional[Tensor]]:
+    """The kernels' forward formula in PyTorch on (r, C) float32/64 logits, in their memory.
+
+    Returns ``(loss, lse, mass, e, s, dcap)``: the per-row loss, log-sum-exp and target mass
+    (``sum_c q_c w_c``); ``e = exp(z - max z)`` written over ``logits`` (``z`` the soft-capped
+    logits) and its row sums ``s``, so the softmax is ``e / s`` and ``log_softmax(z) = (z - max
+    z) - log s``; and ``d z / d logits`` (None without soft-capping). The passes: max, shift,
+    exp, sum (log_softmax's own), no second buffer of the logits' size.
+    """
+    num_classes = logits.shape[1]
+    dcap: Optional[Tensor] = None
+    z = logits
+    if softcap > 0:
+        z = logits.div_(softcap).tanh_()
+        dcap = 1.0 - z * z  # d(c * tanh(x / c)) / dx
+        z.mul_(softcap)
+    top = z.amax(1, keepdim=True)  # NaN for a row holding a NaN; -inf masked classes stay -inf below
+    shifted = z.sub_(top)
+    w = weight.to(z.dtype) if weight is not None else None
+    probabilities = target.is_floating_point()
+    # what reads the shifted logits, before they turn into exponentials:
+    # sum_c q_c w_c log p_c = sum_c q_c w_c shifted_c - log(s) * mass
+    if probabilities:
+        q = target.to(z.dtype) * (1.0 - label_smoothing) + label_smoothing / num_classes
+        wq = q.mul_(w) if w is not None else q
+        mass = wq.sum(1)
+        target_term = torch.bmm(wq.unsqueeze(1), shifted.unsqueeze(2)).reshape(-1)
+    else:
+        counted, in_range, safe, target_weight = counted_targets(target, w, ignore_index, num_classes)
+        target_term = shifted.gather(1, safe.unsqueeze(1)).squeeze(1)
+        mass = w.sum().expand_as(target_term) if w is not None else torch.full_like(target_term, float(num_classes))
+        if label_smoothing > 0:
+            # inf where a class is masked with -inf, as in torch.nn (without smoothing, no 0 * inf)
+            smooth_term = shifted @ w if w is not None else shifted.sum(1)
+    e = shifted.exp_()
+    s = e.sum(1)
+    log_s = s.log()
+    lse = top.squeeze(1) + log_s
+    if probabilities:
+        return -(target_term - log_s * mass) + z_loss * lse * lse, lse, mass, e, s, dcap
+    w_t = target_weight if target_weight is not None else torch.ones_like(lse)
+    loss = (1.0 - label_smoothing) * w_t * (log_s - target_term) + z_loss * lse * lse * w_t
+    if label_smoothing > 0:
+        loss = loss - label_smoothing / num_classes * (smooth_term - log_s * mass)
+    loss = torch.where(in_range, loss, torch.full_like(loss, float("nan")))
+    return torch.where(counted, loss, torch.zeros_like(loss)), lse, mass, e, s, dcap
+
+
 def rows_loss(
     logits: Tensor,
     target: Tensor,
@@ -38,28 +94,23 @@ def rows_loss(
     softcap: float,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Loss, log-sum-exp and target mass of (r, C) float32/64 logits: the kernels' formula in
-    PyTorch. ``target`` is (r,) int64 class indices or (r, C) probabilities."""
-    num_classes = logits.shape[1]
-    z = _softcapped(logits, softcap)
-    logp = torch.log_softmax(z, 1)
-    # max(logp) = max(z) - lse, finite wherever the row has a finite logit (logp[:, 0] alone is
-    # -inf for a class masked with -inf)
-    lse = z.amax(1) - logp.amax(1)
-    w = weight.to(z.dtype) if weight is not None else None
-    if target.is_floating_point():
-        q = target.to(z.dtype) * (1.0 - label_smoothing) + label_smoothing / num_classes
-        wq = q * w if w is not None else q
-        return -(logp * wq).sum(1) + z_loss * lse * lse, lse, wq.sum(1)
-    counted, in_range, safe, target_weight = counted_targets(target, w, ignore_index, num_classes)
-    w_t = target_weight if target_weight is not None else torch.ones_like(lse)
-    mass = w.sum().expand_as(lse) if w is not None else torch.full_like(lse, float(num_classes))
-    nll = -logp.gather(1, safe.unsqueeze(1)).squeeze(1)
-    loss = (1.0 - label_smoothing) * w_t * nll + z_loss * lse * lse * w_t
-    if label_smoothing > 0:
-        # inf where a class is masked with -inf, as in torch.nn (without smoothing, no 0 * inf)
-        loss = loss - label_smoothing / num_classes * (logp @ w if w is not None else logp.sum(1))
-    loss = torch.where(in_range, loss, torch.full_like(loss, float("nan")))
-    return torch.where(counted, loss, torch.zeros_like(loss)), lse, mass
+    PyTorch. ``target`` is (r,) int64 class indices or (r, C) probabilities. ``logits`` are not
+    written (see ``rows_loss_`` for the in-place form)."""
+    return rows_loss_(logits.clone(), target, weight, ignore_index, label_smoothing, z_loss, softcap)
+
+
+def rows_loss_(
+    logits: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """``rows_loss``, overwriting ``logits`` (a buffer of the caller's that it no longer needs)."""
+    loss, lse, mass, _, _, _ = _rows_forward_(logits, target, weight, ignore_index, label_smoothing, z_loss, softcap)
+    return loss, lse, mass
 
 
 def rows_grad(
@@ -78,33 +129,89 @@ def rows_grad(
     """Gradient of ``sum(grad_rows * loss)`` for (r, C) float32/64 logits, computed in
     ``logits``' memory from the saved log-sum-exp and target mass; rows outside ``counts``
     (ignored, or zero upstream gradient) get exactly 0, even from NaN logits."""
-    num_classes = logits.shape[1]
-    g = grad_rows.to(logits.dtype)
     dcap: Optional[Tensor] = None
     if softcap > 0:
         z = torch.tanh(logits / softcap)
         dcap = 1.0 - z * z  # d(c * tanh(x / c)) / dx
         logits = z.mul_(softcap)
-    # d loss / d z_j = p_j * (mass + 2 z_loss lse [w_t]) - (the weight the target puts on class j)
     p = logits.sub_(lse.unsqueeze(1)).exp_()
-    w = weight.to(p.dtype) if weight is not None else None
+    return _grad_from_exponentials(
+        p, None, dcap, target, weight, lse, mass, grad_rows, counts, ignore_index, label_smoothing, z_loss
+    )
+
+
+def rows_loss_and_grad_(
+    logits: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    grad_rows: Tensor,
+    counts: Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``rows_loss`` and ``rows_grad`` in one pass over (r, C) float32/64 logits: the gradient
+    comes from the exponentials the loss computed, in the logits' memory (no second buffer, no
+    second exponential). Returns ``(loss, lse, mass, grad)``; ``grad`` is ``logits``."""
+    loss, lse, mass, e, s, dcap = _rows_forward_(logits, target, weight, ignore_index, label_smoothing, z_loss, softcap)
+    grad = _grad_from_exponentials(
+        e, s, dcap, target, weight, lse, mass, grad_rows, counts, ignore_index, label_smoothing, z_loss
+    )
+    return loss, lse, mass, grad
+
+
+def _grad_from_exponentials(
+    e: Tensor,
+    s: Optional[Tensor],
+    dcap: Optional[Tensor],
+    target: Tensor,
+    weight: Optional[Tensor],
+    lse: Tensor,
+    mass: Tensor,
+    grad_rows: Tensor,
+    counts: Tensor,
+    ignore_index: int,
+    label_smoothing: float,
+    z_loss: float,
+) -> Tensor:
+    """The gradient of ``sum(grad_rows * loss)`` in the memory of ``e``, where the softmax is
+    ``e / s`` (``s`` None: ``e`` is the softmax)."""
+    num_classes = e.shape[1]
+    # a row outside counts gets a zero scale: its gradient is exactly 0 where its logits are finite
+    g = torch.where(counts, grad_rows.to(e.dtype), 0.0)
+    # d loss / d z_j = p_j * (mass + 2 z_loss lse [w_t]) - (the weight the target puts on class j)
+    w = weight.to(e.dtype) if weight is not None else None
     if target.is_floating_point():
-        q = target.to(p.dtype) * (1.0 - label_smoothing) + label_smoothing / num_classes
+        q = target.to(e.dtype) * (1.0 - label_smoothing) + label_smoothing / num_classes
         wq = q.mul_(w) if w is not None else q
-        grad = p.mul_(((mass + 2.0 * z_loss * lse) * g).unsqueeze(1)).sub_(wq.mul_(g.unsqueeze(1)))
+        scale = (mass + 2.0 * z_loss * lse) * g
+        grad = e.mul_((scale if s is None else scale / s).unsqueeze(1)).sub_(wq.mul_(g.unsqueeze(1)))
     else:
         _, _, safe, target_weight = counted_targets(target, w, ignore_index, num_classes)
         w_t = target_weight if target_weight is not None else torch.ones_like(lse)
         hard = (1.0 - label_smoothing) * w_t * g
         total = hard + label_smoothing / num_classes * mass * g + 2.0 * z_loss * lse * w_t * g
-        grad = p.mul_(total.unsqueeze(1))
+        grad = e.mul_((total if s is None else total / s).unsqueeze(1))
         grad.scatter_add_(1, safe.unsqueeze(1), -hard.unsqueeze(1))
         if label_smoothing > 0:
             uniform = w.unsqueeze(0) if w is not None else torch.ones_like(grad[:1])
             grad.sub_(uniform * (label_smoothing / num_classes) * g.unsqueeze(1))
     if dcap is not None:
         grad.mul_(dcap)
-    return torch.where(counts.unsqueeze(1), grad, torch.zeros_like(grad))
+    zero = rows_to_zero(counts, lse)
+    return grad if zero is None else grad.masked_fill_(zero.unsqueeze(1), 0.0)
+
+
+def rows_to_zero(counts: Tensor, lse: Tensor) -> Optional[Tensor]:
+    """The rows outside ``counts`` whose gradient a zero scale leaves NaN (their logits are not
+    finite, so neither is their log-sum-exp ``lse``), to be zeroed; None when there is none. A
+    CPU reads that for free; elsewhere it is every row outside ``counts`` (no synchronisation)."""
+    outside = ~counts
+    if lse.device.type != "cpu":
+        return outside
+    outside = outside & ~torch.isfinite(lse)
+    return outside if bool(outside.any()) else None
 
 
 def _as_rows(t: Tensor) -> Tensor:
@@ -192,9 +299,8 @@ def cross_entropy(
         )
         return loss, lse, mass, lse.new_empty(0)
     rows_target = _as_rows(target)
-    loss, lse, mass = rows_loss(
-        _as_rows(logits).float(), rows_target, weight, ignore_index, label_smoothing, z_loss, softcap
-    )
+    rows = _as_rows(logits).to(torch.float32, copy=True)  # rows_loss_ writes into it
+    loss, lse, mass = rows_loss_(rows, rows_target, weight, ignore_index, label_smoothing, z_loss, softcap)
     if not reduced:
         return loss, lse, mass, lse.new_empty(0)
     out, den = _reduce_rows(loss, target, weight, sample_weight, normalizer, ignore_index, logits.shape[1], reduction)

@@ -1,98 +1,133 @@
 """Linear layer and cross entropy, chunked: the op behind ``FusedLinearCrossEntropyLoss``.
 
 The (M, C) logits of ``input @ linear_weight.T + linear_bias`` never exist: the forward computes
-them ``chunk_size`` rows at a time and keeps each row's loss, log-sum-exp and target mass; the
-backward recomputes each chunk's logits, turns them into the gradient in place (the
-cross-entropy kernels with ``use_triton``, else ``rows_grad``), and accumulates the
-hidden-state, classifier and bias gradients. ``fused_linear_cross_entropy`` is the adapter
+them ``chunk_size`` rows at a time, into one buffer every chunk reuses, and keeps each row's
+loss, log-sum-exp and target mass; the backward recomputes each chunk's logits, turns them into
+the gradient in place (the cross-entropy kernels with ``use_triton``, else ``rows_grad``), and
+accumulates the hidden-state, classifier and bias gradients. For ``mean`` and ``sum`` the
+gradient is computed during the forward instead (``linear_cross_entropy_reduced``), from the
+same buffer: three matmuls per chunk. ``fused_linear_cross_entropy`` is the adapter
 ``linear_cross_entropy`` calls in eager mode and under ``torch.compile``.
 """
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 import exportable_loss.triton_kernels as tk
 from exportable_loss._dispatch import use_triton as _use_triton
 from exportable_loss._ops import forbid_double_backward
-from exportable_loss._ops.cross_entropy import rows_grad, rows_loss
+from exportable_loss._ops.cross_entropy import rows_grad, rows_loss_, rows_loss_and_grad_, rows_to_zero
 from exportable_loss._reduction import reduce_loss, reduction_coefficients
 from exportable_loss._targets import counted_targets
 
 
 def auto_chunk_rows(rows: int, hidden: int, num_classes: int) -> int:
     """Rows per chunk, a power of two: a chunk's logits about as large as the hidden states
-    (``rows * hidden`` elements), but at least the power of two nearest below 2**22 elements,
-    below which the matmuls get too thin to run fast."""
+    (``rows * hidden`` elements), but at least the power of two nearest below 2**24 elements
+    (64 MiB of float32): below that the matmuls get too thin to run at full speed (a CPU's
+    matmul of 128 rows runs at about two thirds of the speed of one of 512 or more)."""
     ratio = max(1, -(-num_classes // max(hidden, 1)))
     by_input = max(1, -(-rows // ratio))
     by_input = 1 << (by_input - 1).bit_length()
-    by_floor = 1 << (max(1, (1 << 22) // max(num_classes, 1)).bit_length() - 1)
+    by_floor = 1 << (max(1, (1 << 24) // max(num_classes, 1)).bit_length() - 1)
     return max(by_input, by_floor)
 
 
-def _chunks(rows: int, hidden: int, num_classes: int, chunk_size: int):
+def _chunks(rows: int, hidden: int, num_classes: int, chunk_size: int) -> Tuple[int, List[Tuple[int, int]]]:
+    """The rows per chunk and the chunks' row ranges."""
     step = chunk_size if chunk_size > 0 else auto_chunk_rows(rows, hidden, num_classes)
-    return [(start, min(start + step, rows)) for start in range(0, rows, step)]
+    return step, [(start, min(start + step, rows)) for start in range(0, rows, step)]
+
+
+def _logits_buffer(input: Tensor, linear_weight: Tensor, step: int) -> Tensor:
+    """One buffer for every chunk's logits: a fresh chunk-sized allocation per chunk costs page
+    faults on a CPU (allocations this large are mapped anew each time)."""
+    return input.new_empty((min(step, input.shape[0]), linear_weight.shape[0]))
+
+
+def _logits_into(buffer: Tensor, x: Tensor, linear_weight: Tensor, linear_bias: Optional[Tensor]) -> Tensor:
+    """A chunk's logits ``x @ linear_weight.T + linear_bias`` in the first rows of ``buffer``."""
+    out = buffer[: x.shape[0]]
+    if linear_bias is None:
+        return torch.mm(x, linear_weight.t(), out=out)
+    return torch.addmm(linear_bias, x, linear_weight.t(), out=out)
 
 
 def _kernels_run(logits: Tensor) -> bool:
     return logits.dtype != torch.float64 and tk.can_run(logits)
 
 
-def _parameter_grads(linear_weight: Tensor, weight_grad: bool) -> Tuple[Tensor, Tensor]:
-    """Zeroed classifier and bias gradients (float32 for half weights, which accumulate over
-    chunks); empty where the classifier is frozen."""
+def _parameter_grads(linear_weight: Tensor, weight_grad: bool, rows: int) -> Tuple[Tensor, Tensor]:
+    """The classifier and bias gradients to accumulate into (float32 for half weights, which
+    accumulate over chunks): the first chunk overwrites the classifier's (no zero fill), so it
+    is zeroed only where there is no chunk; empty where the classifier is frozen."""
     acc = torch.promote_types(linear_weight.dtype, torch.float32)
     parameters = (linear_weight.shape[0], linear_weight.shape[1]) if weight_grad else (0, 0)
-    grad_weight = linear_weight.new_zeros(parameters, dtype=acc)
+    grad_weight = linear_weight.new_empty(parameters, dtype=acc)
+    if rows == 0:
+        grad_weight.zero_()
     return grad_weight, grad_weight.new_zeros(parameters[0])
 
 
-def _chunk_backward(
-    x: Tensor,
+def _counted_rows(target: Tensor, g: Tensor, ignore_index: int) -> Tensor:
+    """The rows that count: their gradient, and their hidden states in the classifier's gradient
+    (a row that does not count must not bring its possibly NaN hidden state there)."""
+    counts = g != 0
+    if not target.is_floating_point():
+        counts = counts & (target != ignore_index)
+    return counts
+
+
+def _logits_grad(
     logits: Tensor,
     target: Tensor,
     weight: Optional[Tensor],
     lse: Tensor,
     mass: Tensor,
     g: Tensor,
+    counts: Tensor,
     options: Tuple[int, float, float, float],
     use_triton: bool,
+) -> Tensor:
+    """The gradient of ``sum(g * loss)`` with respect to a chunk's logits, in their memory."""
+    if use_triton and _kernels_run(logits):
+        # the gradient overwrites this chunk's logits: no second chunk-sized buffer
+        kernels = tk.kernels("cross_entropy")
+        return kernels.cross_entropy_backward(
+            g, logits.unsqueeze(2), target.unsqueeze(-1), weight, lse, mass, *options, inplace=True
+        ).squeeze(2)
+    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    return rows_grad(logits.to(acc), target, weight, lse, mass, g, counts, *options).to(logits.dtype)
+
+
+def _accumulate(
+    x: Tensor,
+    grad: Tensor,
+    zero: Optional[Tensor],
     linear_weight: Tensor,
+    has_bias: bool,
+    first: bool,
     grad_input: Tensor,
     grad_weight: Tensor,
     grad_bias: Tensor,
 ) -> None:
-    """One chunk's share of the gradients of ``sum(g * loss)``: writes ``grad_input`` (the chunk's
-    rows) and adds to ``grad_weight``/``grad_bias`` (unless they are empty: a frozen classifier).
-    The chunk's logits become its gradient in place."""
-    ignore_index, label_smoothing, z_loss, softcap = options
-    # the rows that count: their gradient, and their hidden states in the weight's gradient
-    # (a row that does not count must not bring its possibly NaN hidden state there)
-    counts = g != 0
-    if not target.is_floating_point():
-        counts = counts & (target != ignore_index)
-    if use_triton and _kernels_run(logits):
-        # the gradient overwrites this chunk's logits: no second chunk-sized buffer
-        grad = (
-            tk.kernels("cross_entropy")
-            .cross_entropy_backward(
-                g, logits.unsqueeze(2), target.unsqueeze(-1), weight, lse, mass, *options, inplace=True
-            )
-            .squeeze(2)
-        )
-    else:
-        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-        grad = rows_grad(logits.to(acc), target, weight, lse, mass, g, counts, *options).to(x.dtype)
+    """One chunk's share of the parameters' gradients from its logits' gradient ``grad``: writes
+    ``grad_input`` (the chunk's rows) and adds to ``grad_weight``/``grad_bias`` (unless they are
+    empty: a frozen classifier); the ``first`` chunk overwrites ``grad_weight``. The hidden
+    states of the rows in ``zero`` (rows that do not count, with non-finite logits: see
+    ``rows_to_zero``) are left out, as their gradient rows are: a NaN there must not reach the
+    classifier's gradient."""
     torch.mm(grad, linear_weight, out=grad_input)
     if grad_weight.numel() == 0:
         return
-    x = torch.where(counts.unsqueeze(1), x, torch.zeros_like(x))
-    grad_weight.addmm_(grad.t().to(grad_weight.dtype), x.to(grad_weight.dtype))
-    grad_bias.add_(grad.sum(0, dtype=grad_bias.dtype))
+    if zero is not None:
+        x = x.masked_fill(zero.unsqueeze(1), 0.0)
+    # beta=0 ignores what the buffer held, NaN included
+    grad_weight.addmm_(grad.t().to(grad_weight.dtype), x.to(grad_weight.dtype), beta=0.0 if first else 1.0)
+    if has_bias:
+        grad_bias.add_(grad.sum(0, dtype=grad_bias.dtype))
 
 
 def _chunk_forward(
@@ -104,7 +139,27 @@ def _chunk_forward(
             logits.unsqueeze(2), target.unsqueeze(-1), weight, *options
         )
     acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    return rows_loss(logits.to(acc), target, weight, *options)
+    return rows_loss_(logits.to(acc), target, weight, *options)
+
+
+def _chunk_forward_and_grad(
+    logits: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    g: Tensor,
+    counts: Tensor,
+    options: Tuple[int, float, float, float],
+    use_triton: bool,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One chunk's per-row loss, log-sum-exp and target mass, and the gradient of ``sum(g *
+    loss)`` with respect to its logits. The PyTorch formulation takes the gradient from the
+    log-probabilities of the loss; the kernels overwrite the logits with it."""
+    if use_triton and _kernels_run(logits):
+        loss, lse, mass = _chunk_forward(logits, target, weight, options, use_triton)
+        return loss, lse, mass, _logits_grad(logits, target, weight, lse, mass, g, counts, options, use_triton)
+    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    loss, lse, mass, grad = rows_loss_and_grad_(logits.to(acc), target, weight, g, counts, *options)
+    return loss, lse, mass, grad.to(logits.dtype)
 
 
 @torch.library.custom_op("exportable_loss::linear_cross_entropy_rows", mutates_args=())
@@ -132,8 +187,10 @@ def linear_cross_entropy_rows(
     loss = input.new_empty((rows,), dtype=acc)
     lse, mass = torch.empty_like(loss), torch.empty_like(loss)
     options = (ignore_index, label_smoothing, z_loss, softcap)
-    for start, end in _chunks(rows, input.shape[1], num_classes, chunk_size):
-        logits = F.linear(input[start:end], linear_weight, linear_bias)
+    step, ranges = _chunks(rows, input.shape[1], num_classes, chunk_size)
+    buffer = _logits_buffer(input, linear_weight, step)
+    for start, end in ranges:
+        logits = _logits_into(buffer, input[start:end], linear_weight, linear_bias)
         loss[start:end], lse[start:end], mass[start:end] = _chunk_forward(
             logits, target[start:end], weight, options, use_triton
         )
@@ -170,15 +227,19 @@ def linear_cross_entropy_rows_backward(
     frozen classifier) the classifier's and the bias's gradients are empty tensors, not computed."""
     rows, num_classes = input.shape[0], linear_weight.shape[0]
     grad_input = torch.empty_like(input)
-    grad_weight, grad_bias = _parameter_grads(linear_weight, weight_grad)
+    grad_weight, grad_bias = _parameter_grads(linear_weight, weight_grad, rows)
     options = (ignore_index, label_smoothing, z_loss, softcap)
-    for start, end in _chunks(rows, input.shape[1], num_classes, chunk_size):
-        x = input[start:end]
-        logits = F.linear(x, linear_weight, linear_bias)
-        _chunk_backward(
-            x, logits, target[start:end], weight, lse[start:end], mass[start:end], grad_loss[start:end],
-            options, use_triton, linear_weight, grad_input[start:end], grad_weight, grad_bias,
-        )  # fmt: skip
+    has_bias = linear_bias is not None
+    step, ranges = _chunks(rows, input.shape[1], num_classes, chunk_size)
+    buffer = _logits_buffer(input, linear_weight, step)
+    for start, end in ranges:
+        x, t, g = input[start:end], target[start:end], grad_loss[start:end]
+        logits = _logits_into(buffer, x, linear_weight, linear_bias)
+        counts = _counted_rows(t, g, ignore_index)
+        grad = _logits_grad(logits, t, weight, lse[start:end], mass[start:end], g, counts, options, use_triton)
+        zero = rows_to_zero(counts, lse[start:end])
+        first = start == 0
+        _accumulate(x, grad, zero, linear_weight, has_bias, first, grad_input[start:end], grad_weight, grad_bias)
     return grad_input, grad_weight.to(linear_weight.dtype), grad_bias.to(linear_weight.dtype)
 
 
@@ -197,6 +258,7 @@ def _setup(ctx, inputs, output):
     _, lse, mass = output
     ctx.has_bias = linear_bias is not None
     ctx.save_for_backward(input, linear_weight, linear_bias, target, weight, lse, mass)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for lse and mass, which nobody uses
 
 
 def _backward(ctx, grad_loss, grad_lse, grad_mass):
@@ -253,17 +315,21 @@ def linear_cross_entropy_reduced(
     loss = input.new_empty((rows,), dtype=acc)
     lse, mass = torch.empty_like(loss), torch.empty_like(loss)
     grad_input = torch.empty_like(input)
-    grad_weight, grad_bias = _parameter_grads(linear_weight, weight_grad)
+    grad_weight, grad_bias = _parameter_grads(linear_weight, weight_grad, rows)
     options = (ignore_index, label_smoothing, z_loss, softcap)
-    for start, end in _chunks(rows, input.shape[1], num_classes, chunk_size):
-        x = input[start:end]
-        logits = F.linear(x, linear_weight, linear_bias)
-        t = target[start:end]
-        loss[start:end], lse[start:end], mass[start:end] = _chunk_forward(logits, t, weight, options, use_triton)
-        _chunk_backward(
-            x, logits, t, weight, lse[start:end], mass[start:end], coefficient[start:end], options, use_triton,
-            linear_weight, grad_input[start:end], grad_weight, grad_bias,
-        )  # fmt: skip
+    has_bias = linear_bias is not None
+    step, ranges = _chunks(rows, input.shape[1], num_classes, chunk_size)
+    buffer = _logits_buffer(input, linear_weight, step)
+    for start, end in ranges:
+        x, t, g = input[start:end], target[start:end], coefficient[start:end]
+        logits = _logits_into(buffer, x, linear_weight, linear_bias)
+        counts = _counted_rows(t, g, ignore_index)
+        loss[start:end], lse[start:end], mass[start:end], grad = _chunk_forward_and_grad(
+            logits, t, weight, g, counts, options, use_triton
+        )
+        zero = rows_to_zero(counts, lse[start:end])
+        first = start == 0
+        _accumulate(x, grad, zero, linear_weight, has_bias, first, grad_input[start:end], grad_weight, grad_bias)
     total = torch.where(coefficient != 0, coefficient * loss, torch.zeros_like(loss)).sum()
     return total, loss, lse, mass, grad_input, grad_weight.to(linear_weight.dtype), grad_bias.to(linear_weight.dtype)
 
@@ -313,6 +379,9 @@ def _reduced_setup(ctx, inputs, output):
     # Held apart from the saved tensors (detached: no reference cycle through the outputs' graph)
     # so the first backward can hand them over, scaled in place, as the gradients themselves.
     ctx.grads = [grad_input.detach(), grad_weight.detach(), grad_bias.detach()]
+    # the outputs beside the total are never used: no zero-filled gradients of their sizes (a
+    # classifier-sized one among them)
+    ctx.set_materialize_grads(False)
 
 
 def _reduced_backward(ctx, grad_total, *unused):
@@ -336,7 +405,9 @@ def _reduced_backward(ctx, grad_total, *unused):
         # the first backward: scaled in place and handed over (ctx lets go of them, so autograd
         # takes them as the gradients without a copy)
         ctx.grads = None
-        grads = [t.mul_(grad_total.to(t.dtype)) for t in grads]
+        # a CPU reads grad_output for free: 1 (loss.backward()) needs no pass over the gradients
+        if grad_total.device.type != "cpu" or float(grad_total) != 1.0:
+            grads = [t.mul_(grad_total.to(t.dtype)) for t in grads]
     parameters = (grads[1], grads[2] if ctx.has_bias else None) if ctx.weight_grad else (None, None)
     return (grads[0], *parameters, None, None, grad_coefficient) + (None,) * 7
 

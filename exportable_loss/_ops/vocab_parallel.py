@@ -137,7 +137,7 @@ def vocab_parallel_linear_statistics(
     rows, local_classes = input.shape[0], linear_weight.shape[0]
     acc = torch.float64 if input.dtype == torch.float64 else torch.float32
     out = input.new_empty((3, rows), dtype=acc)
-    for start, end in _chunks(rows, input.shape[1], local_classes, chunk_size):
+    for start, end in _chunks(rows, input.shape[1], local_classes, chunk_size)[1]:
         z, _ = _chunk_logits(input[start:end], linear_weight, linear_bias, softcap)
         part = local_statistics(z, target[start:end], weight, class_offset, num_classes, label_smoothing, 1)
         out[:, start:end] = torch.stack(part)
@@ -174,7 +174,7 @@ def vocab_parallel_linear_statistics_backward(
     acc = torch.float64 if input.dtype == torch.float64 else torch.float32
     grad_weight = linear_weight.new_zeros(parameters, dtype=torch.promote_types(linear_weight.dtype, acc))
     grad_bias = grad_weight.new_zeros(parameters[0])
-    for start, end in _chunks(rows, input.shape[1], local_classes, chunk_size):
+    for start, end in _chunks(rows, input.shape[1], local_classes, chunk_size)[1]:
         x = input[start:end]
         z, dcap = _chunk_logits(x, linear_weight, linear_bias, softcap)
         g = grads[:, start:end]
