@@ -39,6 +39,13 @@ def eager() -> bool:
     return not capturing() and not under_torch_func()
 
 
+def reads_free(t: Tensor) -> bool:
+    """Reading ``t``'s values costs no device synchronisation and bakes nothing into a graph:
+    eager mode on a CPU. Code may then pick the cheaper of two exact formulations by a value
+    (a sum that came out finite, a denominator that is not 0)."""
+    return t.device.type == "cpu" and eager()
+
+
 def primitive_path() -> bool:
     """True where the loss must be built from primitive operators: TorchScript and ONNX export."""
     if torch.jit.is_scripting():

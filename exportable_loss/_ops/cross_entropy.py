@@ -17,6 +17,7 @@ from torch import Tensor
 
 import exportable_loss.triton_kernels as tk
 from exportable_loss._checks import check_fused_grads
+from exportable_loss._dispatch import reads_free
 from exportable_loss._ops import forbid_double_backward
 from exportable_loss._reduction import mean_denominator, reduce_loss
 from exportable_loss._targets import counted_targets
@@ -206,9 +207,9 @@ def _grad_from_exponentials(
 def rows_to_zero(counts: Tensor, lse: Tensor) -> Optional[Tensor]:
     """The rows outside ``counts`` whose gradient a zero scale leaves NaN (their logits are not
     finite, so neither is their log-sum-exp ``lse``), to be zeroed; None when there is none. A
-    CPU reads that for free; elsewhere it is every row outside ``counts`` (no synchronisation)."""
+    CPU reads that for free (``reads_free``); elsewhere it is every row outside ``counts``."""
     outside = ~counts
-    if lse.device.type != "cpu":
+    if not reads_free(lse):
         return outside
     outside = outside & ~torch.isfinite(lse)
     return outside if bool(outside.any()) else None

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 import exportable_loss.triton_kernels as tk
+from exportable_loss._dispatch import reads_free
 from exportable_loss._dispatch import use_triton as _use_triton
 from exportable_loss._ops import forbid_double_backward
 from exportable_loss._ops.cross_entropy import rows_grad, rows_loss_, rows_loss_and_grad_, rows_to_zero
@@ -405,8 +406,8 @@ def _reduced_backward(ctx, grad_total, *unused):
         # the first backward: scaled in place and handed over (ctx lets go of them, so autograd
         # takes them as the gradients without a copy)
         ctx.grads = None
-        # a CPU reads grad_output for free: 1 (loss.backward()) needs no pass over the gradients
-        if grad_total.device.type != "cpu" or float(grad_total) != 1.0:
+        # where grad_output reads for free, 1 (loss.backward()) needs no pass over the gradients
+        if not reads_free(grad_total) or float(grad_total) != 1.0:
             grads = [t.mul_(grad_total.to(t.dtype)) for t in grads]
     parameters = (grads[1], grads[2] if ctx.has_bias else None) if ctx.weight_grad else (None, None)
     return (grads[0], *parameters, None, None, grad_coefficient) + (None,) * 7
