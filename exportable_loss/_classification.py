@@ -6,14 +6,16 @@ formulation on every path: the exporters' own translations of ``cross_entropy`` 
 ``backend="triton"`` cross entropy runs the fused op of ``exportable_loss._ops.cross_entropy``.
 """
 
+import math
 from typing import Optional, Tuple, cast
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from exportable_loss import _checks
 from exportable_loss._base import _Loss
-from exportable_loss._dispatch import use_triton
+from exportable_loss._dispatch import reads_free, use_triton
 from exportable_loss._numerics import accumulation_dtype
 from exportable_loss._ops.cross_entropy import fused_cross_entropy
 from exportable_loss._reduction import (
@@ -109,6 +111,12 @@ def cross_entropy(
                 inplace_backward=inplace_backward,
                 class_dim=class_dim,
             )
+        if z_loss == 0.0 and logit_softcap is None and normalizer is None and _aten_applies(input, target):
+            fast = _aten_class_loss(
+                input, target, weight, ignore_index, reduction, label_smoothing, sample_weight, logits=True
+            )
+            if fast is not None:
+                return fast
     dim = class_dimension(input.dim(), class_dim)
     num_classes = input.shape[dim]
     # per-position terms in float32 for half-precision logits: class weights, smoothing sums and
@@ -159,6 +167,99 @@ def cross_entropy(
     return reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight).to(input.dtype)
 
 
+def _aten_applies(input: Tensor, target: Tensor) -> bool:
+    """Whether ``_aten_class_loss`` may run: eager mode on a CPU (values read for free, see
+    ``reads_free``), ``(N, C)`` float32/float64 inputs with ``N > 0`` (the accumulation dtype is
+    theirs) and class-index targets."""
+    return (
+        reads_free(input)
+        and input.dim() == 2
+        and input.shape[0] > 0
+        and (input.dtype == torch.float32 or input.dtype == torch.float64)
+        and not target.is_floating_point()
+    )
+
+
+def _aten_class_loss(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    sample_weight: Optional[Tensor],
+    logits: bool,
+) -> Optional[Tensor]:
+    """Cross entropy (``logits``) or NLL through ATen's fused ``nll_loss`` (and
+    ``F.cross_entropy`` for label smoothing): the operators ``torch.nn`` runs, plus a few reads
+    of values a CPU makes for free (``_aten_applies``), which pick this formulation where it
+    gives the general path's numbers exactly by the same rules. None where it does not (the
+    caller then takes the general path, whose result it would have had to reproduce): a class
+    index outside ``[0, C)`` (ATen raises, the general path gives NaN), a zero denominator, a
+    sample-weighted sum that is not finite (a zero-weight sample may hold the NaN), and the
+    configurations it does not cover: a sample-weighted ``none``, sample weights with label
+    smoothing or requiring grad (a zero weight's gradient leaves its sample's loss out, see
+    ``reduce_loss``). Per-position sample weights of ``(N, C)`` logits are per-sample ones.
+    """
+    n = input.shape[0]
+    target = target.long()
+    if weight is not None:
+        weight = weight.to(input.dtype)
+    reduced = reduction == "mean" or reduction == "sum"
+    if sample_weight is not None and (not reduced or label_smoothing > 0.0 or sample_weight.requires_grad):
+        return None
+    # the view guard_counted_gradient hooks onto, where an ignored row's gradient needs zeroing
+    grad = logits and input.requires_grad and torch.is_grad_enabled()
+    x = input.view_as(input) if grad else input
+    logp: Optional[Tensor] = None
+    total_weight: Optional[Tensor] = None
+    try:
+        if label_smoothing > 0.0:
+            loss = F.cross_entropy(
+                x, target, weight, ignore_index=ignore_index, reduction=reduction if reduced else "none",
+                label_smoothing=label_smoothing,
+            )  # fmt: skip
+        else:
+            logp = torch.log_softmax(x, 1) if logits else x
+            code = 0 if not reduced or sample_weight is not None else 1 if reduction == "mean" else 2  # ATen's enum
+            loss, total_weight = torch.ops.aten.nll_loss_forward(logp, target, weight, code, ignore_index)
+    except IndexError:
+        return None  # a class index outside [0, C) that is not ignore_index
+    every_row: Optional[bool] = None  # whether no row is ignored, where known for free
+    if total_weight is not None and reduced and sample_weight is None:
+        counted = float(total_weight)
+        if counted == 0.0 and reduction == "mean":
+            return None  # a zero denominator
+        if weight is None:  # the total weight then counts the rows that are not ignored
+            every_row = counted == n
+    if sample_weight is not None:
+        s = sample_weight.to(loss.dtype)
+        total = torch.dot(loss, s)
+        if not math.isfinite(float(total.detach())):
+            return None  # a sample of weight 0 may hold the NaN: the general path zeroes it
+        if reduction == "sum":
+            loss = total
+        else:
+            counts = target != ignore_index
+            every_row = bool(counts.all())
+            position_weight: Optional[Tensor] = None
+            if weight is not None:
+                position_weight = counted_targets(target, weight, ignore_index, input.shape[1])[3]
+            denominator = mean_denominator(loss, s, None if every_row else counts, position_weight, loss.dtype)
+            if float(denominator.detach()) == 0.0:
+                return None
+            loss = total / denominator
+    elif reduction == "mean" and label_smoothing > 0.0 and not math.isfinite(float(loss.detach())):
+        return None  # torch.nn's 0 / 0 (every row ignored), or a NaN the general path places
+    if grad and every_row is not True:
+        counts = target != ignore_index
+        if not bool(counts.all()):
+            # an ignored row's gradient is 0 * NaN where its logits are not finite (see counted_gradient)
+            rows = logp if logp is not None else torch.log_softmax(input.detach(), 1)
+            guard_counted_gradient([x], counts.unsqueeze(1), rows.amax(1, keepdim=True))
+    return loss.to(input.dtype)
+
+
 def nll_loss(
     input: Tensor,
     target: Tensor,
@@ -203,6 +304,10 @@ def nll_loss(
         input, target = _checks.prepare_class(
             input, target, weight, ignore_index, reduction, sample_weight, normalizer, validate, backend
         )
+        if normalizer is None and _aten_applies(input, target):
+            fast = _aten_class_loss(input, target, weight, ignore_index, reduction, 0.0, sample_weight, logits=False)
+            if fast is not None:
+                return fast
     loss, valid, target_weight = class_terms(input, target, weight, ignore_index)
     loss = torch.where(valid, loss, torch.zeros_like(loss))
     return reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight).to(input.dtype)

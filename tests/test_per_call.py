@@ -1,0 +1,77 @@
+"""Per-call cost on the torch backend: the ATen operators one forward+backward dispatches, ours
+against torch.nn's (the baselines of exportable_loss.bench.cases), bounded so that a fast path
+cannot silently stop applying; and the fast path's edges against torch.nn and the general path."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import exportable_loss.functional as LF
+from exportable_loss.bench import ops
+from exportable_loss.bench.cases import cases, step
+
+# operators ours may dispatch beyond torch.nn's per forward+backward, by configuration (class
+# losses at C = 16, batch 8). Before the fast path: +31 to +38.
+CLASS_EXTRA = {"plain": 1, "class weights": 4, "label smoothing": 4, "sample weights": 4}
+
+
+@pytest.mark.parametrize("case", cases(["cross_entropy", "nll"], classes=(16,)), ids=lambda c: c.label)
+def test_class_losses_dispatch_about_as_many_operators_as_torch_nn(case):
+    args = case.inputs(8)
+    ours = ops.count(step(case.ours(), args))["compute"]
+    base = ops.count(step(case.baseline(), args))["compute"]
+    assert base > 0 and ours <= base + CLASS_EXTRA[case.config], (ours, base)
+
+
+def _grads(loss, x):
+    (g,) = torch.autograd.grad(loss, x)
+    return g
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_fast_path_edges_match_torch_nn_or_the_contract(weighted, reduction):
+    """Rows ignored, a batch fully ignored (0, not torch.nn's NaN), and an ignored row of NaN logits
+    (exactly 0 gradient), with and without class weights."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.rand(5, generator=g) + 0.5 if weighted else None
+    x = torch.randn(6, 5, generator=g, requires_grad=True)
+    t = torch.tensor([0, -100, 4, 2, -100, 1])
+    ours = LF.cross_entropy(x, t, w, reduction=reduction)
+    ref = F.cross_entropy(x, t, w, reduction=reduction)
+    torch.testing.assert_close(ours, ref)
+    ref_grad = _grads(ref.sum(), x)
+    torch.testing.assert_close(_grads(ours.sum(), x), ref_grad)
+
+    everything_ignored = torch.full((6,), -100)
+    out = LF.cross_entropy(x, everything_ignored, w, reduction=reduction)
+    assert torch.all(out == 0) and torch.all(_grads(out.sum(), x) == 0)
+
+    poisoned = x.detach().clone()
+    poisoned[1] = float("nan")
+    poisoned[4, 0] = float("inf")
+    poisoned.requires_grad_(True)
+    out = LF.cross_entropy(poisoned, t, w, reduction=reduction)
+    torch.testing.assert_close(out, ref.detach())
+    grad = _grads(out.sum(), poisoned)
+    assert torch.all(grad[[1, 4]] == 0)
+    torch.testing.assert_close(grad[[0, 2, 3, 5]], ref_grad[[0, 2, 3, 5]])
+
+
+def test_fast_path_falls_back_where_it_cannot_match():
+    """An index outside [0, C) is NaN at its position (ATen would raise); a zero-weight sample of
+    NaN logits contributes exactly 0 (a dot product would give NaN)."""
+    x = torch.randn(4, 3, requires_grad=True)
+    out = LF.cross_entropy(x, torch.tensor([0, 7, 1, 2]), reduction="none")
+    assert torch.isnan(out[1]) and torch.isfinite(out[[0, 2, 3]]).all()
+    poisoned = x.detach().clone()
+    poisoned[2] = float("nan")
+    poisoned.requires_grad_(True)
+    s = torch.tensor([1.0, 2.0, 0.0, 1.0])
+    t = torch.tensor([0, 2, 1, 2])
+    out = LF.cross_entropy(poisoned, t, sample_weight=s)
+    keep = [0, 1, 3]
+    ref = (F.cross_entropy(x[keep], t[keep], reduction="none") * s[keep]).sum() / s.sum()
+    torch.testing.assert_close(out, ref)
+    grad = _grads(out, poisoned)
+    assert torch.all(grad[2] == 0) and torch.isfinite(grad).all()
