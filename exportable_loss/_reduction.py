@@ -6,12 +6,13 @@ module applies the sample weights and reduces, as the Reductions section of docs
 says.
 """
 
+import math
 from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from exportable_loss._dispatch import eager
+from exportable_loss._dispatch import eager, reads_free
 from exportable_loss._numerics import accumulation_dtype
 
 REDUCTIONS = ("none", "per_sample", "mean", "sum")
@@ -23,6 +24,10 @@ DENOMINATOR_DTYPE = torch.float64
 
 def _safe_divide(total: Tensor, denominator: Tensor) -> Tensor:
     # A zero denominator gives 0 and zero gradients, never NaN (a deliberate difference from torch.nn).
+    if not torch.jit.is_scripting():
+        # a CPU in eager mode reads a scalar denominator for free: no where when it is not 0
+        if denominator.dim() == 0 and reads_free(denominator) and float(denominator.detach()) != 0.0:
+            return total / denominator
     zero = denominator == 0
     return torch.where(zero, torch.zeros_like(total), total / torch.where(zero, 1.0, denominator))
 
@@ -73,7 +78,13 @@ def reduce_loss(
             # In the accumulation dtype: a half-precision product overflows long before the sum.
             # A zero-weight sample contributes exactly 0, even where its loss is NaN or Inf.
             weighted = loss.to(acc) * s.to(acc)
-            loss = torch.where(s != 0, weighted, torch.zeros_like(weighted))
+            finite: Optional[Tensor] = None
+            if not torch.jit.is_scripting():
+                finite = _finite_total(weighted, sample_weight, reduction)
+            if finite is None:
+                loss = torch.where(s != 0, weighted, torch.zeros_like(weighted))
+            else:
+                loss, total = weighted, finite
 
     if reduction == "none":
         return loss.to(out_dtype)
@@ -106,6 +117,17 @@ def reduce_loss(
     if position_weight is None and valid is None and s is None:
         return (total / max(loss.numel(), 1)).to(out_dtype)
     return _safe_divide(total, mean_denominator(loss, sample_weight, valid, position_weight, acc)).to(out_dtype)
+
+
+def _finite_total(weighted: Tensor, sample_weight: Tensor, reduction: str) -> Optional[Tensor]:
+    """The sum of the sample-weighted loss where it is finite and that is all the reduction
+    needs, read for free (``reads_free``): then no zero-weight sample holds a NaN or Inf, and the
+    ``where`` that would zero them changes nothing. None otherwise, and where ``sample_weight``
+    takes a gradient (the ``where`` leaves a zero-weight sample's loss out of it)."""
+    if reduction == "none" or reduction == "per_sample" or sample_weight.requires_grad or not reads_free(weighted):
+        return None
+    total = weighted.sum(dtype=weighted.dtype)
+    return total if math.isfinite(float(total.detach())) else None
 
 
 def reduction_coefficients(

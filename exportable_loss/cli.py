@@ -310,8 +310,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.sweep:
         from exportable_loss.bench import sweep
 
+        # --quick: eager only, C = 1000, shorter timings (about 3 minutes on 2 CPU cores)
         budget, rounds = (0.3, 2) if args.quick else (1.0, 3)
-        paths = sweep.run(args.out, args.losses, args.sizes or sweep.SIZES, args.modes, args.classes, budget, rounds)
+        modes = args.modes or (["eager"] if args.quick else list(sweep.MODES))
+        classes = args.classes or ([1000] if args.quick else [1000, 32000])
+        paths = sweep.run(args.out, args.losses, args.sizes or sweep.SIZES, modes, classes, budget, rounds)
         with open(paths["md"]) as f:
             print(f.read())
         print(f"wrote {', '.join(paths.values())}", file=sys.stderr)
@@ -467,16 +470,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--sweep",
         action="store_true",
         help="instead: every loss with a torch.nn twin against it, by batch size, eager and compiled, against "
-        "the targets (sweep.json, .md, .png; about an hour on 2 CPU cores, --quick a third of it)",
+        "the targets (sweep.json, .md, .png; over an hour on 2 CPU cores; --quick: eager, C=1000, minutes)",
     )
     p.add_argument(
         "--ops", action="store_true", help="instead: the ATen operators per forward+backward, ours and torch.nn's"
     )
     p.add_argument("--losses", nargs="+", metavar="LOSS", help="--sweep/--ops: only these losses (default: every twin)")
     p.add_argument("--sizes", type=_positive, nargs="+", metavar="N", help="--sweep: the batch sizes")
-    p.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=("eager", "compiled"), help="--sweep")
     p.add_argument(
-        "--classes", type=_positive, nargs="+", default=[1000, 32000], metavar="C", help="--sweep: classes of CE/NLL"
+        "--modes", nargs="+", choices=("eager", "compiled"), help="--sweep (default: both; eager with --quick)"
+    )
+    p.add_argument(
+        "--classes",
+        type=_positive,
+        nargs="+",
+        metavar="C",
+        help="--sweep: classes of CE/NLL (default: 1000 32000; 1000 with --quick)",
     )
     p.set_defaults(func=_cmd_bench)
 

@@ -263,6 +263,8 @@ def _setup(ctx, inputs, output):
 
 
 def _backward(ctx, grad_loss, grad_lse, grad_mass):
+    if grad_loss is None:  # no gradient reached the loss (grads are not materialised)
+        return (None,) * 11
     input, linear_weight, linear_bias, target, weight, lse, mass = ctx.saved_tensors
     weight_grad = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
     grad_input, grad_weight, grad_bias = torch.ops.exportable_loss.linear_cross_entropy_rows_backward(
@@ -386,22 +388,26 @@ def _reduced_setup(ctx, inputs, output):
 
 
 def _reduced_backward(ctx, grad_total, *unused):
+    if grad_total is None:  # no gradient reached the total (grads are not materialised)
+        return (None,) * 13
     input, linear_weight, linear_bias, target, weight, coefficient, loss, lse, mass = ctx.saved_tensors
     grad_coefficient = torch.where(coefficient != 0, loss, torch.zeros_like(loss)) * grad_total
     grads = ctx.grads
     if grads is None or torch.is_grad_enabled():
-        if grads is None:  # a second backward through the graph (retain_graph=True): recompute
-            grads = list(
-                torch.ops.exportable_loss.linear_cross_entropy_rows_backward(
-                    coefficient * grad_total, input, linear_weight, linear_bias, target, weight, lse, mass,
-                    **ctx.options, weight_grad=ctx.weight_grad,
-                )
-            )  # fmt: skip
-            scale = torch.ones_like(grad_total)
-        else:
-            scale = grad_total
+        if grads is None:
+            # a second backward through the graph (retain_graph=True): the forward's pass again,
+            # so that its gradients are the first backward's to the bit
+            with torch.no_grad():
+                grads = list(
+                    torch.ops.exportable_loss.linear_cross_entropy_reduced(
+                        input, linear_weight, linear_bias, target, weight, coefficient,
+                        **ctx.options, weight_grad=ctx.weight_grad,
+                    )[4:]
+                )  # fmt: skip
+            if not torch.is_grad_enabled():  # fresh tensors: scaled in place
+                grads = [t.mul_(grad_total.to(t.dtype)) for t in grads]
         if torch.is_grad_enabled():  # create_graph=True: a second derivative must fail, not be 0
-            grads = [_FirstOrderOnly.apply(t, input) * scale.to(t.dtype) for t in grads]
+            grads = [_FirstOrderOnly.apply(t, input) * grad_total.to(t.dtype) for t in grads]
     else:
         # the first backward: scaled in place and handed over (ctx lets go of them, so autograd
         # takes them as the gradients without a copy)
