@@ -311,10 +311,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from exportable_loss.bench import sweep
 
         # --quick: eager only, C = 1000, shorter timings (about 3 minutes on 2 CPU cores)
-        budget, rounds = (0.3, 2) if args.quick else (1.0, 3)
+        budget = 0.5 if args.quick else 2.0
         modes = args.modes or (["eager"] if args.quick else list(sweep.MODES))
         classes = args.classes or ([1000] if args.quick else [1000, 32000])
-        paths = sweep.run(args.out, args.losses, args.sizes or sweep.SIZES, modes, classes, budget, rounds)
+        paths = sweep.run(args.out, args.losses, args.sizes or sweep.SIZES, modes, classes, budget)
         with open(paths["md"]) as f:
             print(f.read())
         print(f"wrote {', '.join(paths.values())}", file=sys.stderr)

@@ -75,3 +75,30 @@ def test_fast_path_falls_back_where_it_cannot_match():
     torch.testing.assert_close(out, ref)
     grad = _grads(out, poisoned)
     assert torch.all(grad[2] == 0) and torch.isfinite(grad).all()
+
+
+def test_paired_timing_finds_a_known_ratio():
+    """A call that does the same work twice takes about twice as long: the paired ratio says so."""
+    from exportable_loss.bench import timing
+
+    x = torch.randn(256, 256)
+    once = lambda: x @ x  # noqa: E731
+    twice = lambda: (x @ x, x @ x)  # noqa: E731
+    result = timing.paired(twice, once, budget=0.3)
+    assert 1.3 < result.ratio < 3.0 and result.a.ms > result.b.ms
+
+
+def test_sweep_writes_the_table_with_targets_and_names_the_misses(tmp_path):
+    from exportable_loss.bench import sweep
+
+    paths = sweep.run(str(tmp_path), ["mse"], sizes=(1, 512), modes=("eager",), budget=0.05)
+    text = open(paths["md"]).read()
+    rows = __import__("json").load(open(paths["json"]))["rows"]
+    assert len(rows) == 4 and {r["n"] for r in rows} == {1, 512}
+    assert all(
+        r["target"] == (1.15 if r["n"] == 1 else 1.05) and r["meets"] == (r["ratio"] <= r["target"]) for r in rows
+    )
+    assert "| mse | plain |" in text and "| mse | sample weights |" in text
+    for r in rows:
+        if not r["meets"]:
+            assert f"**no** (N={r['n']}" in text or f", {r['n']}" in text

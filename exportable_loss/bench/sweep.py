@@ -2,15 +2,15 @@
 grows, eager and under ``torch.compile(fullgraph=True, dynamic=True)``, in each configuration of
 ``exportable_loss.bench.cases``; forward+backward, on the current device (the CPU).
 
-Each (case, mode, size) is timed ours against the baseline in alternating rounds
-(``timing.interleaved``); the result is the ratio of the medians with its spread, checked against
+Each (case, mode, size) is timed ours against the baseline in adjacent blocks
+(``timing.paired``); the result is the median ratio of adjacent blocks with its spread (IQR /
+median), checked against
 the targets: eager at most ``EAGER_SMALL`` below ``LARGE`` samples and ``EAGER_LARGE`` from there,
 compiled (against compiled ``torch.nn``) at most ``COMPILED``. It writes ``sweep.json``,
 ``sweep.md`` (a table per mode, every row with its verdict) and, with matplotlib, ``sweep.png``.
 """
 
 import json
-import math
 import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -20,7 +20,6 @@ import torch
 from exportable_loss._io import Progress, atomic_path, check_writable, write_text
 from exportable_loss.bench import timing
 from exportable_loss.bench.cases import Case, cases, step
-from exportable_loss.bench.timing import Timing
 
 SIZES = (1, 8, 64, 512, 4096)  # samples (batch N)
 MODES = ("eager", "compiled")
@@ -44,11 +43,10 @@ def measure(
     sizes: Sequence[int] = SIZES,
     modes: Sequence[str] = MODES,
     budget: float = 1.0,
-    rounds: int = 2,
     progress: Optional[Progress] = None,
 ) -> List[Dict[str, Any]]:
     """One row per (case, mode, size): both timings, their ratio and the verdict. ``budget``
-    seconds of timing per candidate and figure, in ``rounds`` alternating rounds."""
+    seconds of timing per figure (both candidates)."""
     rows: List[Dict[str, Any]] = []
     for case in chosen:
         for mode in modes:
@@ -58,15 +56,14 @@ def measure(
                 ours, base = _compiled(ours), _compiled(base)
             for n in sizes:
                 args = case.inputs(n)
-                times = timing.interleaved({"ours": step(ours, args), "base": step(base, args)}, rounds, budget)
-                rows.append(_row(case, mode, n, times["ours"], times["base"]))
+                rows.append(_row(case, mode, n, timing.paired(step(ours, args), step(base, args), budget)))
                 if progress is not None:
                     progress.step(f"{case.label} {mode} N={n}")
     return rows
 
 
-def _row(case: Case, mode: str, n: int, ours: Timing, base: Timing) -> Dict[str, Any]:
-    ratio = ours.ms / base.ms
+def _row(case: Case, mode: str, n: int, times: timing.Paired) -> Dict[str, Any]:
+    ratio = times.ratio
     return {
         "loss": case.loss,
         "config": case.config,
@@ -75,11 +72,11 @@ def _row(case: Case, mode: str, n: int, ours: Timing, base: Timing) -> Dict[str,
         "mode": mode,
         "n": n,
         "elements": case.elements(n),
-        "ours": ours.to_dict(),
-        "torch.nn": base.to_dict(),
+        "ours": times.a.to_dict(),
+        "torch.nn": times.b.to_dict(),
         "ratio": ratio,
-        "spread": math.hypot(ours.spread, base.spread),  # of the ratio, relative
-        "reliable": ours.reliable and base.reliable,
+        "spread": times.ratio_spread,  # IQR / median of the ratios of adjacent blocks
+        "reliable": times.reliable,
         "target": target(mode, n),
         "meets": ratio <= target(mode, n),
     }
@@ -109,9 +106,9 @@ def markdown(rows: List[Dict[str, Any]], header: str) -> str:
     lines = [
         header,
         "",
-        "Ratio of the median forward+backward times, ours / torch.nn, measured in alternating "
-        "rounds in one run, ± the spread of the ratio (the two figures' interquartile ranges "
-        "relative to their medians, combined). Targets: eager at most "
+        "Ratio of forward+backward times, ours / torch.nn: the median over adjacent blocks of runs "
+        "(a few milliseconds each, ours then torch.nn, alternating), ± the spread of those ratios "
+        "(interquartile range / median). Targets: eager at most "
         f"{EAGER_SMALL} below N = {LARGE} and {EAGER_LARGE} from N = {LARGE}; compiled at most {COMPILED}. "
         "✗ marks a figure above its target, † one with a spread above "
         f"{timing.UNRELIABLE:.0%} (the machine was busy: read it as unreliable either way).",
@@ -191,7 +188,6 @@ def run(
     modes: Sequence[str] = MODES,
     classes: Sequence[int] = (1000, 32000),
     budget: float = 1.0,
-    rounds: int = 2,
 ) -> Dict[str, str]:
     """Measure and write ``sweep.json``, ``sweep.md`` and (with matplotlib) ``sweep.png`` in
     ``out_dir``; returns the paths written. Records the machine's load average (1 minute) at
@@ -209,14 +205,13 @@ def run(
     for path in paths.values():
         check_writable(path)
     started, load = time.time(), _load()
-    rows = measure(chosen, sizes, modes, budget, rounds, Progress(len(chosen) * len(modes) * len(sizes), "sweep"))
+    rows = measure(chosen, sizes, modes, budget, Progress(len(chosen) * len(modes) * len(sizes), "sweep"))
     info = {
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
         "load": f"{load} -> {_load()}",
         "minutes": round((time.time() - started) / 60, 1),
         "budget": budget,
-        "rounds": rounds,
         "threshold": timing.UNRELIABLE,
     }
     write_text(paths["json"], json.dumps({**info, "rows": rows}, indent=1))

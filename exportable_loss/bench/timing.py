@@ -84,6 +84,50 @@ def interleaved(fns: Mapping[str, Callable[[], object]], rounds: int, budget: fl
     return {name: from_samples(times) for name, times in pooled.items()}
 
 
+@dataclasses.dataclass(frozen=True)
+class Paired:
+    """``a`` against ``b`` timed in adjacent blocks: each figure's median and spread over its
+    blocks, and the median ratio of adjacent blocks with its spread (IQR / median)."""
+
+    a: Timing
+    b: Timing
+    ratio: float
+    ratio_spread: float
+
+    @property
+    def reliable(self) -> bool:
+        return self.ratio_spread <= UNRELIABLE
+
+
+def paired(a: Callable[[], object], b: Callable[[], object], budget: float, block_s: float = 0.001) -> Paired:
+    """Time ``a`` and ``b`` (CPU) in alternating blocks of ``block_s`` seconds (at least one run
+    each) for about ``budget`` seconds (at least ``MIN_RUNS`` pairs), after one warm-up call
+    each, which also compiles what ``torch.compile`` wraps. Each block of ``a`` is divided by the
+    adjacent block of ``b``: a load that comes and goes between blocks hits both sides of a
+    ratio alike, which a ratio of two separately taken medians does not have."""
+    import time
+
+    from torch.utils import benchmark
+
+    timers = []
+    for fn in (a, b):
+        fn()
+        timers.append(benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()))
+    once = [t.timeit(1).times[0] for t in timers]
+    numbers = [max(1, int(block_s / max(x, 1e-9))) for x in once]
+    per_run: List[List[float]] = [[], []]
+    ratios: List[float] = []
+    end = time.perf_counter() + budget
+    while len(ratios) < MIN_RUNS or time.perf_counter() < end:
+        pair = [t.timeit(k).times[0] for t, k in zip(timers, numbers)]
+        per_run[0].append(pair[0])
+        per_run[1].append(pair[1])
+        ratios.append(pair[0] / pair[1])
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    median = statistics.median(ratios)
+    return Paired(from_samples(per_run[0]), from_samples(per_run[1]), median, (q3 - q1) / median)
+
+
 def _measure_cuda(fn: Callable[[], object], budget: float) -> Timing:
     try:
         from triton.testing import do_bench
