@@ -117,6 +117,8 @@ def binary_cross_entropy_with_logits(
         if weight is not None:
             loss = loss * weight
         loss = loss.to(input.dtype)
+    elif _plain_reduction(input, reduction, sample_weight, normalizer):
+        return F.binary_cross_entropy_with_logits(input, target, weight, reduction=reduction, pos_weight=pos_weight)
     else:
         loss = F.binary_cross_entropy_with_logits(x, target, weight, reduction="none", pos_weight=pos_weight).to(
             input.dtype
