@@ -158,6 +158,9 @@ def plot(rows: List[Dict[str, Any]], path: str) -> bool:
                     errors = [q * s for q, s in zip(ratios, spreads)]
                     ax.errorbar(ns, ratios, yerr=errors, fmt=style, marker="o", markersize=3, capsize=2,
                                 color=colours[config], label=f"{config}, {mode}")  # fmt: skip
+        # the ratios, not the error bars of a busy machine, set the scale
+        highest = max(r["ratio"] for r in rows if _label(r) == label)
+        ax.set_ylim(0.0, min(4.0, max(1.5, 1.2 * highest)))
         ns = sorted({r["n"] for r in rows})
         ax.step(ns, [target("eager", n) for n in ns], where="pre", color="grey", linewidth=0.8)
         ax.axhline(1.0, color="black", linewidth=0.5)
