@@ -42,34 +42,58 @@ def _grads(loss, x):
     return g
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_fast_path_edges_match_torch_nn_or_the_contract(weighted, reduction):
+def test_fast_path_edges_match_torch_nn_or_the_contract(weighted, reduction, smoothing):
     """Rows ignored, a batch fully ignored (0, not torch.nn's NaN), and an ignored row of NaN logits
-    (exactly 0 gradient), with and without class weights."""
+    (exactly 0 gradient), with and without class weights and label smoothing."""
     g = torch.Generator().manual_seed(0)
     w = torch.rand(5, generator=g) + 0.5 if weighted else None
     x = torch.randn(6, 5, generator=g, requires_grad=True)
     t = torch.tensor([0, -100, 4, 2, -100, 1])
-    ours = LF.cross_entropy(x, t, w, reduction=reduction)
-    ref = F.cross_entropy(x, t, w, reduction=reduction)
+    ours = LF.cross_entropy(x, t, w, reduction=reduction, label_smoothing=smoothing)
+    ref = F.cross_entropy(x, t, w, reduction=reduction, label_smoothing=smoothing)
     torch.testing.assert_close(ours, ref)
     ref_grad = _grads(ref.sum(), x)
     torch.testing.assert_close(_grads(ours.sum(), x), ref_grad)
 
     everything_ignored = torch.full((6,), -100)
-    out = LF.cross_entropy(x, everything_ignored, w, reduction=reduction)
+    out = LF.cross_entropy(x, everything_ignored, w, reduction=reduction, label_smoothing=smoothing)
     assert torch.all(out == 0) and torch.all(_grads(out.sum(), x) == 0)
 
     poisoned = x.detach().clone()
     poisoned[1] = float("nan")
     poisoned[4, 0] = float("inf")
     poisoned.requires_grad_(True)
-    out = LF.cross_entropy(poisoned, t, w, reduction=reduction)
+    out = LF.cross_entropy(poisoned, t, w, reduction=reduction, label_smoothing=smoothing)
     torch.testing.assert_close(out, ref.detach())
     grad = _grads(out.sum(), poisoned)
     assert torch.all(grad[[1, 4]] == 0)
     torch.testing.assert_close(grad[[0, 2, 3, 5]], ref_grad[[0, 2, 3, 5]])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_class_and_sample_weights_with_ignored_rows_match_the_formula(reduction):
+    """sum(s * w[t] * nll) over the counted rows, / sum(s * w[t]) for the mean (float64 formula)."""
+    g = torch.Generator().manual_seed(1)
+    w = torch.rand(5, generator=g) + 0.5
+    x = torch.randn(6, 5, generator=g, requires_grad=True)
+    t = torch.tensor([0, -100, 4, 2, 3, 1])
+    s = torch.rand(6, generator=g) + 0.5
+    out = LF.cross_entropy(x, t, w, reduction=reduction, sample_weight=s)
+    x64 = x.detach().double().requires_grad_(True)
+    counted = t != -100
+    safe = t.clamp(min=0)
+    nll = -torch.log_softmax(x64, 1).gather(1, safe[:, None]).squeeze(1)
+    term = torch.where(counted, w.double()[safe] * s.double() * nll, 0.0)
+    ref = (
+        term.sum()
+        if reduction == "sum"
+        else term.sum() / torch.where(counted, w.double()[safe] * s.double(), 0.0).sum()
+    )
+    torch.testing.assert_close(out, ref.float())
+    torch.testing.assert_close(_grads(out, x), _grads(ref, x64).float())
 
 
 def test_fast_path_falls_back_where_it_cannot_match():
