@@ -208,9 +208,8 @@ def _aten_class_loss(
     reduced = reduction == "mean" or reduction == "sum"
     if sample_weight is not None and (not reduced or label_smoothing > 0.0 or sample_weight.requires_grad):
         return None
-    # the view guard_counted_gradient hooks onto, where an ignored row's gradient needs zeroing
     grad = logits and input.requires_grad and torch.is_grad_enabled()
-    x = input.view_as(input) if grad else input
+    x = input
     logp: Optional[Tensor] = None
     total_weight: Optional[Tensor] = None
     try:
@@ -254,9 +253,11 @@ def _aten_class_loss(
     if grad and every_row is not True:
         counts = target != ignore_index
         if not bool(counts.all()):
-            # an ignored row's gradient is 0 * NaN where its logits are not finite (see counted_gradient)
+            # an ignored row's gradient is 0 * NaN where its logits are not finite: the general
+            # path zeroes it (counted_gradient). Rare, so the common path holds no view for a hook.
             rows = logp if logp is not None else torch.log_softmax(input.detach(), 1)
-            guard_counted_gradient([x], counts.unsqueeze(1), rows.amax(1, keepdim=True))
+            if bool((~counts & ~torch.isfinite(rows.detach().amax(1))).any()):
+                return None
     return loss.to(input.dtype)
 
 

@@ -294,6 +294,14 @@ def _check_step(
 def _cmd_bench(args: argparse.Namespace) -> int:
     from exportable_loss.bench import suite
 
+    # an option the chosen run does not read is a mistake, not something to ignore silently
+    given = [f"--{n}" for n in ("sizes", "modes", "classes") if getattr(args, n) is not None]
+    if given and not args.sweep:
+        raise ValueError(f"{', '.join(given)} only apply to --sweep; add --sweep or leave them out")
+    if args.losses is not None and not (args.sweep or args.ops):
+        raise ValueError("--losses only applies to --sweep and --ops; add one of them or leave it out")
+    if args.peak_gbps is not None and (args.sweep or args.ops):
+        raise ValueError("--peak-gbps only applies to the default bench, not to --sweep or --ops")
     if not (args.sweep or args.ops):
         paths = suite.run(args.out, quick=args.quick, peak_gbps=args.peak_gbps)
         with open(paths["md"]) as f:

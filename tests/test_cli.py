@@ -302,6 +302,11 @@ SHELL_CASES = [
     ),
     (["matrix", "--reductions", "median"], 2, "invalid choice: 'median'"),
     (["bench", "--out", "x.onnx"], 2, "the output folder x.onnx is a file"),
+    (["bench", "--sizes", "3"], 2, "--sizes only apply to --sweep"),
+    (["bench", "--ops", "--modes", "eager"], 2, "--modes only apply to --sweep"),
+    (["bench", "--losses", "mse"], 2, "--losses only applies to --sweep and --ops"),
+    (["bench", "--ops", "--peak-gbps", "3000"], 2, "--peak-gbps only applies to the default bench"),
+    (["bench", "--sweep", "--losses", "nope"], 2, "no torch.nn twin to compare 'nope' with"),
     (
         ["bench-linear-ce", "--shape", "64", "32", "100", "--repeats", "1", "--only", "eager"],
         0,
