@@ -51,7 +51,8 @@ def measure(
     for case in chosen:
         for mode in modes:
             torch._dynamo.reset()  # each case compiles afresh: no cache limit shared across cases
-            ours, base = case.ours(), case.baseline()
+            ours: Callable[..., Any] = case.ours()
+            base: Callable[..., Any] = case.baseline()
             if mode == "compiled":
                 ours, base = _compiled(ours), _compiled(base)
             for n in sizes:
@@ -161,8 +162,8 @@ def plot(rows: List[Dict[str, Any]], path: str) -> bool:
         # the ratios, not the error bars of a busy machine, set the scale
         highest = max(r["ratio"] for r in rows if _label(r) == label)
         ax.set_ylim(0.0, min(4.0, max(1.5, 1.2 * highest)))
-        ns = sorted({r["n"] for r in rows})
-        ax.step(ns, [target("eager", n) for n in ns], where="pre", color="grey", linewidth=0.8)
+        sizes = sorted({r["n"] for r in rows})
+        ax.step(sizes, [target("eager", n) for n in sizes], where="pre", color="grey", linewidth=0.8)
         ax.axhline(1.0, color="black", linewidth=0.5)
         ax.set_xscale("log", base=2)
         ax.set_title(label, fontsize=10)
