@@ -289,7 +289,9 @@ def unreliable(results: Dict[str, Rows]) -> List[str]:
 def machine() -> str:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     threads = torch.get_num_threads()
-    return f"{platform.machine()}, {os.cpu_count()} cores, {device}; torch {torch.__version__}, {threads} threads"
+    plural = "" if threads == 1 else "s"
+    cores = f"{platform.machine()}, {os.cpu_count()} cores, {device}"
+    return f"{cores}; torch {torch.__version__}, {threads} thread{plural}"
 
 
 def run(out_dir: str, quick: bool = False, peak_gbps: Optional[float] = None) -> Dict[str, str]:
