@@ -42,8 +42,10 @@ def eager() -> bool:
 def reads_free(t: Tensor) -> bool:
     """Reading ``t``'s values costs no device synchronisation and bakes nothing into a graph:
     eager mode on a CPU. Code may then pick the cheaper of two exact formulations by a value
-    (a sum that came out finite, a denominator that is not 0)."""
-    return t.device.type == "cpu" and eager()
+    (a sum that came out finite, a denominator that is not 0). Only a plain tensor holds its
+    values: a tensor subclass (fake and functional tensors, as a retrace of an exported program
+    through a custom op's Python implementation passes, where no capture flag is set) may not."""
+    return (type(t) is torch.Tensor or type(t) is torch.nn.Parameter) and t.device.type == "cpu" and eager()
 
 
 def primitive_path() -> bool:

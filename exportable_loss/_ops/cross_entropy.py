@@ -37,8 +37,10 @@ def _rows_forward_(
     label_smoothing: float,
     z_loss: float,
     softcap: float,
+    inplace: bool = True,
 ) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Optional[Tensor]]:
-    """The kernels' forward formula in PyTorch on (r, C) float32/64 logits, in their memory.
+    """The kernels' forward formula in PyTorch on (r, C) float32/64 logits, in their memory
+    (``inplace=False``: out of place, for autograd to differentiate).
 
     Returns ``(loss, lse, mass, e, s, dcap)``: the per-row loss, log-sum-exp and target mass
     (``sum_c q_c w_c``); ``e = exp(z - max z)`` written over ``logits`` (``z`` the soft-capped
@@ -50,18 +52,18 @@ def _rows_forward_(
     dcap: Optional[Tensor] = None
     z = logits
     if softcap > 0:
-        z = logits.div_(softcap).tanh_()
+        z = logits.div_(softcap).tanh_() if inplace else torch.tanh(logits / softcap)
         dcap = 1.0 - z * z  # d(c * tanh(x / c)) / dx
-        z.mul_(softcap)
+        z = z.mul_(softcap) if inplace else z * softcap
     top = z.amax(1, keepdim=True)  # NaN for a row holding a NaN; -inf masked classes stay -inf below
-    shifted = z.sub_(top)
+    shifted = z.sub_(top) if inplace else z - top
     w = weight.to(z.dtype) if weight is not None else None
     probabilities = target.is_floating_point()
     # what reads the shifted logits, before they turn into exponentials:
     # sum_c q_c w_c log p_c = sum_c q_c w_c shifted_c - log(s) * mass
     if probabilities:
         q = target.to(z.dtype) * (1.0 - label_smoothing) + label_smoothing / num_classes
-        wq = q.mul_(w) if w is not None else q
+        wq = (q.mul_(w) if inplace else q * w) if w is not None else q
         mass = wq.sum(1)
         target_term = torch.bmm(wq.unsqueeze(1), shifted.unsqueeze(2)).reshape(-1)
     else:
@@ -71,7 +73,7 @@ def _rows_forward_(
         if label_smoothing > 0:
             # inf where a class is masked with -inf, as in torch.nn (without smoothing, no 0 * inf)
             smooth_term = shifted @ w if w is not None else shifted.sum(1)
-    e = shifted.exp_()
+    e = shifted.exp_() if inplace else shifted.exp()
     s = e.sum(1)
     log_s = s.log()
     lse = top.squeeze(1) + log_s
@@ -300,8 +302,13 @@ def cross_entropy(
         )
         return loss, lse, mass, lse.new_empty(0)
     rows_target = _as_rows(target)
-    rows = _as_rows(logits).to(torch.float32, copy=True)  # rows_loss_ writes into it
-    loss, lse, mass = rows_loss_(rows, rows_target, weight, ignore_index, label_smoothing, z_loss, softcap)
+    # in place on a copy, unless autograd differentiates this code (an exported training step
+    # replaces the op by it; the dispatcher runs the op with gradients disabled)
+    inplace = not (torch.is_grad_enabled() and logits.requires_grad)
+    rows = _as_rows(logits).to(torch.float32, copy=inplace)
+    loss, lse, mass = _rows_forward_(
+        rows, rows_target, weight, ignore_index, label_smoothing, z_loss, softcap, inplace=inplace
+    )[:3]
     if not reduced:
         return loss, lse, mass, lse.new_empty(0)
     out, den = _reduce_rows(loss, target, weight, sample_weight, normalizer, ignore_index, logits.shape[1], reduction)
