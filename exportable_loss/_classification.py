@@ -209,17 +209,16 @@ def _aten_class_loss(
     if sample_weight is not None and (not reduced or label_smoothing > 0.0 or sample_weight.requires_grad):
         return None
     grad = logits and input.requires_grad and torch.is_grad_enabled()
-    x = input
     logp: Optional[Tensor] = None
     total_weight: Optional[Tensor] = None
     try:
         if label_smoothing > 0.0:
             loss = F.cross_entropy(
-                x, target, weight, ignore_index=ignore_index, reduction=reduction if reduced else "none",
+                input, target, weight, ignore_index=ignore_index, reduction=reduction if reduced else "none",
                 label_smoothing=label_smoothing,
             )  # fmt: skip
         else:
-            logp = torch.log_softmax(x, 1) if logits else x
+            logp = torch.log_softmax(input, 1) if logits else input
             code = 0 if not reduced or sample_weight is not None else 1 if reduction == "mean" else 2  # ATen's enum
             loss, total_weight = torch.ops.aten.nll_loss_forward(logp, target, weight, code, ignore_index)
     except IndexError:

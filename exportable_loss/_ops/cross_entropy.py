@@ -97,9 +97,12 @@ def rows_loss(
     softcap: float,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Loss, log-sum-exp and target mass of (r, C) float32/64 logits: the kernels' formula in
-    PyTorch. ``target`` is (r,) int64 class indices or (r, C) probabilities. ``logits`` are not
-    written (see ``rows_loss_`` for the in-place form)."""
-    return rows_loss_(logits.clone(), target, weight, ignore_index, label_smoothing, z_loss, softcap)
+    PyTorch. ``target`` is (r,) int64 class indices or (r, C) probabilities. Out of place, so
+    autograd can differentiate it (see ``rows_loss_`` for the in-place form)."""
+    loss, lse, mass, _, _, _ = _rows_forward_(
+        logits, target, weight, ignore_index, label_smoothing, z_loss, softcap, inplace=False
+    )
+    return loss, lse, mass
 
 
 def rows_loss_(
@@ -304,11 +307,12 @@ def cross_entropy(
     rows_target = _as_rows(target)
     # in place on a copy, unless autograd differentiates this code (an exported training step
     # replaces the op by it; the dispatcher runs the op with gradients disabled)
-    inplace = not (torch.is_grad_enabled() and logits.requires_grad)
-    rows = _as_rows(logits).to(torch.float32, copy=inplace)
-    loss, lse, mass = _rows_forward_(
-        rows, rows_target, weight, ignore_index, label_smoothing, z_loss, softcap, inplace=inplace
-    )[:3]
+    rows = _as_rows(logits)
+    if torch.is_grad_enabled() and logits.requires_grad:
+        loss, lse, mass = rows_loss(rows.float(), rows_target, weight, ignore_index, label_smoothing, z_loss, softcap)
+    else:
+        rows = rows.to(torch.float32, copy=True)
+        loss, lse, mass = rows_loss_(rows, rows_target, weight, ignore_index, label_smoothing, z_loss, softcap)
     if not reduced:
         return loss, lse, mass, lse.new_empty(0)
     out, den = _reduce_rows(loss, target, weight, sample_weight, normalizer, ignore_index, logits.shape[1], reduction)
