@@ -15,6 +15,9 @@ from exportable_loss._numerics import autocast_float32
 from exportable_loss._reduction import REDUCTIONS
 from exportable_loss._targets import class_dimension
 
+# dtypes no autocast rule touches
+_FULL = (torch.float32, torch.float64)
+
 
 def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
@@ -256,6 +259,12 @@ def prepare_pointwise(
     backend: str,
 ) -> Tuple[Tensor, Tensor]:
     """Checks for the element-wise losses (dim 0 is the batch whenever input has a dimension)."""
+    # the common call, accepted in a few attribute reads (every check below passes, no autocast
+    # applies): at small sizes the full checks cost as much as the loss (issue 15)
+    if input.dtype in _FULL and target.dtype == input.dtype and target.shape == input.shape and input.dim() > 0:
+        if normalizer is None and target.device == input.device and backend in BACKENDS and reduction in choices:
+            if sample_weight is None or _one_per_sample(sample_weight, input):
+                return input, target
     check_floating("input", input)
     check_real_target(target)
     check_device("target", target, input)
@@ -264,6 +273,40 @@ def prepare_pointwise(
     check_backend(backend)
     input, target = autocast_float32([input, target])
     return input, target
+
+
+def common_class_call(
+    input: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    reduction: str,
+    sample_weight: Optional[Tensor],
+    normalizer: Optional[Tensor],
+    validate: bool,
+    backend: str,
+    class_dim: int = 1,
+) -> bool:
+    """The common call of cross entropy / NLL, which would pass every check of ``prepare_class``
+    and needs no autocast: ``(N, C)`` float32/float64 logits, ``(N,)`` int64 indices, ``(C,)``
+    class weights and ``(N,)`` float32/float64 sample weights on the logits' device, no
+    normalizer, no ``validate``. Told in a few attribute reads, where the checks cost as much as
+    a small loss (issue 15); the caller runs ``prepare_class`` where it is False."""
+    if input.dim() != 2 or target.dim() != 1 or input.dtype not in _FULL or target.dtype != torch.int64:
+        return False
+    if normalizer is not None or validate or target.shape[0] != input.shape[0] or target.device != input.device:
+        return False
+    if weight is not None and (weight.dim() != 1 or weight.shape[0] != input.shape[1] or weight.device != input.device):
+        return False
+    if sample_weight is not None and not _one_per_sample(sample_weight, input):
+        return False
+    return reduction in REDUCTIONS and backend in BACKENDS and (class_dim == 1 or class_dim == -1)
+
+
+def _one_per_sample(sample_weight: Tensor, input: Tensor) -> bool:
+    """``sample_weight`` passes ``check_reduction_args``'s checks as one float32/float64 weight per
+    sample of a batched ``input``."""
+    shaped = sample_weight.dim() == 1 and sample_weight.shape[0] == input.shape[0]
+    return shaped and sample_weight.dtype in _FULL and sample_weight.device == input.device
 
 
 def prepare_class(

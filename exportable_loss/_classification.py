@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from exportable_loss import _checks
 from exportable_loss._base import _Loss
 from exportable_loss._dispatch import reads_free, use_triton
-from exportable_loss._numerics import accumulation_dtype
+from exportable_loss._numerics import accumulation_dtype, to_dtype
 from exportable_loss._ops.cross_entropy import fused_cross_entropy
 from exportable_loss._reduction import (
     DENOMINATOR_DTYPE,
@@ -87,14 +87,19 @@ def cross_entropy(
         tensor(0.2413)
     """
     if not torch.jit.is_scripting():
-        if is_dtensor(input):  # logits sharded over the classes: the vocabulary-parallel loss
+        # logits sharded over the classes: the vocabulary-parallel loss (a subclass; plain tensors skip the test)
+        if type(input) is not Tensor and is_dtensor(input):
             return dtensor_cross_entropy(
                 input, target, weight, ignore_index, reduction, label_smoothing, sample_weight, normalizer,
                 z_loss, logit_softcap, validate, backend, class_dim,
             )  # fmt: skip
-        input, target = _checks.prepare_class(
-            input, target, weight, ignore_index, reduction, sample_weight, normalizer, validate, backend, class_dim
+        common = _checks.common_class_call(
+            input, target, weight, reduction, sample_weight, normalizer, validate, backend, class_dim
         )
+        if not common:
+            input, target = _checks.prepare_class(
+                input, target, weight, ignore_index, reduction, sample_weight, normalizer, validate, backend, class_dim
+            )
         # only here: a TorchScript artifact calls the op through its module (CrossEntropyLoss.forward)
         if use_triton(backend, input):
             return fused_cross_entropy(
@@ -111,7 +116,7 @@ def cross_entropy(
                 inplace_backward=inplace_backward,
                 class_dim=class_dim,
             )
-        if z_loss == 0.0 and logit_softcap is None and normalizer is None and _aten_applies(input, target):
+        if common and z_loss == 0.0 and logit_softcap is None and input.shape[0] > 0 and reads_free(input):
             fast = _aten_class_loss(
                 input, target, weight, ignore_index, reduction, label_smoothing, sample_weight, logits=True
             )
@@ -164,20 +169,11 @@ def cross_entropy(
     if not torch.jit.is_scripting():
         guard_counted_gradient([guarded], counts, loss.unsqueeze(dim))
     loss = torch.where(valid, loss, torch.zeros_like(loss))
-    return reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight).to(input.dtype)
+    return to_dtype(reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight), input.dtype)
 
 
-def _aten_applies(input: Tensor, target: Tensor) -> bool:
-    """Whether ``_aten_class_loss`` may run: eager mode on a CPU (values read for free, see
-    ``reads_free``), ``(N, C)`` float32/float64 inputs with ``N > 0`` (the accumulation dtype is
-    theirs) and class-index targets."""
-    return (
-        reads_free(input)
-        and input.dim() == 2
-        and input.shape[0] > 0
-        and (input.dtype == torch.float32 or input.dtype == torch.float64)
-        and not target.is_floating_point()
-    )
+# ATen's NLL with its total weight (the denominator); the overload resolved once, not per call
+_NLL_LOSS_FORWARD = torch.ops.aten.nll_loss_forward.default
 
 
 def _aten_class_loss(
@@ -190,11 +186,12 @@ def _aten_class_loss(
     sample_weight: Optional[Tensor],
     logits: bool,
 ) -> Optional[Tensor]:
-    """Cross entropy (``logits``) or NLL through ATen's fused ``nll_loss`` (and
-    ``F.cross_entropy`` for label smoothing): the operators ``torch.nn`` runs, plus a few reads
-    of values a CPU makes for free (``_aten_applies``), which pick this formulation where it
-    gives the general path's numbers exactly by the same rules. None where it does not (the
-    caller then takes the general path, whose result it would have had to reproduce): a class
+    """Cross entropy (``logits``) or NLL of the common call (``_checks.common_class_call``) through
+    ATen's fused ``nll_loss`` (and ``F.cross_entropy`` for label smoothing): the operators
+    ``torch.nn`` runs, plus a few reads of values a CPU makes for free (``reads_free``), which
+    pick this formulation where it gives the general path's numbers exactly by the same rules.
+    None where it does not (the caller then takes the general path, whose result it would have
+    had to reproduce): a class
     index outside ``[0, C)`` (ATen raises, the general path gives NaN), a zero denominator, a
     sample-weighted sum that is not finite (a zero-weight sample may hold the NaN), and the
     configurations it does not cover: a sample-weighted ``none``, sample weights with label
@@ -202,8 +199,7 @@ def _aten_class_loss(
     ``reduce_loss``). Per-position sample weights of ``(N, C)`` logits are per-sample ones.
     """
     n = input.shape[0]
-    target = target.long()
-    if weight is not None:
+    if weight is not None and weight.dtype != input.dtype:
         weight = weight.to(input.dtype)
     reduced = reduction == "mean" or reduction == "sum"
     if sample_weight is not None and (not reduced or label_smoothing > 0.0 or sample_weight.requires_grad):
@@ -220,7 +216,7 @@ def _aten_class_loss(
         else:
             logp = torch.log_softmax(input, 1) if logits else input
             code = 0 if not reduced or sample_weight is not None else 1 if reduction == "mean" else 2  # ATen's enum
-            loss, total_weight = torch.ops.aten.nll_loss_forward(logp, target, weight, code, ignore_index)
+            loss, total_weight = _NLL_LOSS_FORWARD(logp, target, weight, code, ignore_index)
     except IndexError:
         return None  # a class index outside [0, C) that is not ignore_index
     every_row: Optional[bool] = None  # whether no row is ignored, where known for free
@@ -231,33 +227,42 @@ def _aten_class_loss(
         if weight is None:  # the total weight then counts the rows that are not ignored
             every_row = counted == n
     if sample_weight is not None:
-        s = sample_weight.to(loss.dtype)
+        s = to_dtype(sample_weight, loss.dtype)
         total = torch.dot(loss, s)
         if not math.isfinite(float(total.detach())):
             return None  # a sample of weight 0 may hold the NaN: the general path zeroes it
         if reduction == "sum":
             loss = total
         else:
-            counts = target != ignore_index
-            every_row = bool(counts.all())
+            every_row = _no_row_ignored(target, ignore_index, input.shape[1])
             position_weight: Optional[Tensor] = None
             if weight is not None:
                 position_weight = counted_targets(target, weight, ignore_index, input.shape[1])[3]
-            denominator = mean_denominator(loss, s, None if every_row else counts, position_weight, loss.dtype)
+            counts = None if every_row else target != ignore_index
+            denominator = mean_denominator(loss, s, counts, position_weight, loss.dtype)
             if float(denominator.detach()) == 0.0:
                 return None
             loss = total / denominator
     elif reduction == "mean" and label_smoothing > 0.0 and not math.isfinite(float(loss.detach())):
         return None  # torch.nn's 0 / 0 (every row ignored), or a NaN the general path places
-    if grad and every_row is not True:
-        counts = target != ignore_index
-        if not bool(counts.all()):
-            # an ignored row's gradient is 0 * NaN where its logits are not finite: the general
-            # path zeroes it (counted_gradient). Rare, so the common path holds no view for a hook.
-            rows = logp if logp is not None else torch.log_softmax(input.detach(), 1)
-            if bool((~counts & ~torch.isfinite(rows.detach().amax(1))).any()):
-                return None
-    return loss.to(input.dtype)
+    if grad and every_row is not True and not _no_row_ignored(target, ignore_index, input.shape[1]):
+        # an ignored row's gradient is 0 * NaN where its logits are not finite: the general path
+        # zeroes it (counted_gradient). Rare, so the common path holds no view for a hook.
+        rows = logp if logp is not None else torch.log_softmax(input.detach(), 1)
+        if bool(((target == ignore_index) & ~torch.isfinite(rows.detach().amax(1))).any()):
+            return None
+    return loss  # in input's dtype: the denominators are computed in it
+
+
+def _no_row_ignored(target: Tensor, ignore_index: int, num_classes: int) -> bool:
+    """Whether no class index of ``target`` (``(N,)``, N > 0, which ATen's NLL accepted: each index
+    in ``[0, num_classes)`` or ``ignore_index``) is ``ignore_index``: one reduction and a read
+    where ``ignore_index`` lies outside the classes (the default -100), not a comparison too."""
+    if ignore_index < 0:
+        return int(target.min()) >= 0
+    if ignore_index >= num_classes:
+        return int(target.max()) < num_classes
+    return not bool((target == ignore_index).any())
 
 
 def nll_loss(
@@ -301,10 +306,14 @@ def nll_loss(
     if not torch.jit.is_scripting():
         if target.is_floating_point():
             raise ValueError(f"target must hold integer class indices; got dtype {target.dtype}")
-        input, target = _checks.prepare_class(
-            input, target, weight, ignore_index, reduction, sample_weight, normalizer, validate, backend
+        common = _checks.common_class_call(
+            input, target, weight, reduction, sample_weight, normalizer, validate, backend
         )
-        if normalizer is None and _aten_applies(input, target):
+        if not common:
+            input, target = _checks.prepare_class(
+                input, target, weight, ignore_index, reduction, sample_weight, normalizer, validate, backend
+            )
+        if common and input.shape[0] > 0 and reads_free(input):
             fast = _aten_class_loss(input, target, weight, ignore_index, reduction, 0.0, sample_weight, logits=False)
             if fast is not None:
                 return fast

@@ -9,6 +9,8 @@ dispatch decisions built on them: primitive operators (TorchScript, ONNX export)
 whose condition is that call itself.
 """
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 
@@ -19,15 +21,38 @@ BACKENDS = ("torch", "triton", "auto")
 _INTERPRETED = tk.interpreter_enabled()
 
 
+def _onnx_flags() -> Callable[[], bool]:
+    """``torch.onnx.is_in_onnx_export`` without its per-call imports (1.3 us of a loss's budget
+    of a few us at small sizes): the two flags it reads, where this torch has them where torch
+    2.11 to 2.14 keep them; the public function elsewhere."""
+    try:
+        from torch.onnx._internal.exporter import _flags
+        from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+    except ImportError:
+        return torch.onnx.is_in_onnx_export
+    if not hasattr(_flags, "_is_onnx_exporting") or not hasattr(GLOBALS, "in_onnx_export"):
+        return torch.onnx.is_in_onnx_export
+    return lambda: bool(GLOBALS.in_onnx_export or _flags._is_onnx_exporting)
+
+
+_read_onnx_flags = _onnx_flags()
+
+
+def onnx_exporting() -> bool:
+    """``torch.onnx.is_in_onnx_export()``, cheaper in eager mode. torch.compile traces the
+    public function (which it knows)."""
+    if torch.compiler.is_compiling():
+        return torch.onnx.is_in_onnx_export()
+    return _read_onnx_flags()
+
+
 def capturing() -> bool:
     """A graph is being captured: ``torch.compile``, ``torch.export``, ``torch.jit.trace`` or an
     ONNX exporter. Reading a tensor's values here would break the graph or bake in a constant."""
-    return (
-        torch.compiler.is_compiling()
-        or torch.compiler.is_exporting()
-        or torch.jit.is_tracing()
-        or torch.onnx.is_in_onnx_export()
-    )
+    if torch.compiler.is_compiling():
+        return True
+    # torch._C._is_tracing is torch.jit.is_tracing without its wrapper (only eager reaches it)
+    return torch.compiler.is_exporting() or torch._C._is_tracing() or _read_onnx_flags()
 
 
 def under_torch_func() -> bool:
@@ -49,8 +74,9 @@ def reads_free(t: Tensor) -> bool:
     through a custom op's Python implementation passes, where no capture flag is set) may not.
     Under Triton's interpreter the CPU stands in for a GPU: reads are not free there, so what the
     kernels' tests count (launches, synchronisations) is what a GPU runs."""
-    plain = type(t) is torch.Tensor or type(t) is torch.nn.Parameter
-    return plain and t.device.type == "cpu" and not _INTERPRETED and eager()
+    kind = type(t)
+    plain = kind is torch.Tensor or kind is torch.nn.Parameter
+    return plain and not _INTERPRETED and eager() and t.is_cpu
 
 
 def primitive_path() -> bool:
@@ -58,7 +84,7 @@ def primitive_path() -> bool:
     if torch.jit.is_scripting():
         return True
     else:
-        return torch.onnx.is_in_onnx_export()
+        return onnx_exporting()
 
 
 def use_triton(backend: str, input: Tensor) -> bool:
@@ -73,7 +99,7 @@ def use_triton(backend: str, input: Tensor) -> bool:
     if torch.jit.is_scripting():
         return backend == "triton" or input.is_cuda
     else:
-        if torch.onnx.is_in_onnx_export() or under_torch_func():
+        if onnx_exporting() or under_torch_func():
             return False
         if backend == "auto":
             return input.is_cuda and tk.can_run(input)

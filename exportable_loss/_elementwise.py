@@ -49,19 +49,25 @@ def _plain_reduction(
     )
 
 
-def _counted(input: Tensor, target: Tensor, sample_weight: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
-    """``input`` and ``target`` through ``counted_gradient``: samples of weight 0 get exactly 0
-    gradient in both, even where they hold NaN or Inf."""
+def _counted(input: Tensor, target: Tensor, sample_weight: Optional[Tensor]) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+    """``input`` and ``target`` through ``counted_gradient``, and the mask of the samples that
+    count: samples of weight 0 get exactly 0 gradient in both, even where they hold NaN or Inf."""
     counts = sample_counts(sample_weight, input)
-    return counted_gradient(input, counts), counted_gradient(target, counts)
+    return counted_gradient(input, counts), counted_gradient(target, counts), counts
 
 
 def _reduce(
-    loss: Tensor, x: Tensor, t: Tensor, reduction: str, sample_weight: Optional[Tensor], normalizer: Optional[Tensor]
+    loss: Tensor,
+    x: Tensor,
+    t: Tensor,
+    counts: Optional[Tensor],
+    reduction: str,
+    sample_weight: Optional[Tensor],
+    normalizer: Optional[Tensor],
 ) -> Tensor:
-    """The reduction of the term computed from ``x, t = _counted(input, target, ...)``."""
+    """The reduction of the term computed from ``x, t, counts = _counted(input, target, ...)``."""
     if not torch.jit.is_scripting():
-        guard_counted_gradient([x, t], sample_counts(sample_weight, x), loss)
+        guard_counted_gradient([x, t], counts, loss)
     return reduce_loss(loss, reduction, sample_weight, normalizer)
 
 
@@ -108,7 +114,7 @@ def binary_cross_entropy_with_logits(
             return fused_pointwise(
                 "bce_logits", input, target, reduction, sample_weight, normalizer, weight=weight, pos_weight=pos_weight
             )
-    x, target = _counted(input, target, sample_weight)
+    x, target, counts = _counted(input, target, sample_weight)
     if primitive_path():
         log_term = softplus(-x)
         if pos_weight is not None:
@@ -123,7 +129,7 @@ def binary_cross_entropy_with_logits(
         loss = F.binary_cross_entropy_with_logits(x, target, weight, reduction="none", pos_weight=pos_weight).to(
             input.dtype
         )
-    return _reduce(loss, x, target, reduction, sample_weight, normalizer)
+    return _reduce(loss, x, target, counts, reduction, sample_weight, normalizer)
 
 
 def mse_loss(
@@ -160,7 +166,7 @@ def mse_loss(
         )
         if use_triton(backend, input):
             return fused_pointwise("mse", input, target, reduction, sample_weight, normalizer)
-    x, target = _counted(input, target, sample_weight)
+    x, target, counts = _counted(input, target, sample_weight)
     if primitive_path():
         diff = x - target
         loss = diff * diff
@@ -168,7 +174,7 @@ def mse_loss(
         return F.mse_loss(input, target, reduction=reduction)
     else:
         loss = F.mse_loss(x, target, reduction="none")
-    return _reduce(loss, x, target, reduction, sample_weight, normalizer)
+    return _reduce(loss, x, target, counts, reduction, sample_weight, normalizer)
 
 
 def l1_loss(
@@ -205,14 +211,14 @@ def l1_loss(
         )
         if use_triton(backend, input):
             return fused_pointwise("l1", input, target, reduction, sample_weight, normalizer)
-    x, target = _counted(input, target, sample_weight)
+    x, target, counts = _counted(input, target, sample_weight)
     if primitive_path():
         loss = torch.abs(x - target)
     elif _plain_reduction(input, reduction, sample_weight, normalizer):
         return F.l1_loss(input, target, reduction=reduction)
     else:
         loss = F.l1_loss(x, target, reduction="none")
-    return _reduce(loss, x, target, reduction, sample_weight, normalizer)
+    return _reduce(loss, x, target, counts, reduction, sample_weight, normalizer)
 
 
 def smooth_l1_loss(
@@ -255,7 +261,7 @@ def smooth_l1_loss(
         )
         if use_triton(backend, input):
             return fused_pointwise("smooth_l1", input, target, reduction, sample_weight, normalizer, p1=beta)
-    x, target = _counted(input, target, sample_weight)
+    x, target, counts = _counted(input, target, sample_weight)
     if primitive_path():
         diff = torch.abs(x - target)
         if beta == 0.0:
@@ -266,7 +272,7 @@ def smooth_l1_loss(
         return F.smooth_l1_loss(input, target, reduction=reduction, beta=beta)
     else:
         loss = F.smooth_l1_loss(x, target, reduction="none", beta=beta)
-    return _reduce(loss, x, target, reduction, sample_weight, normalizer)
+    return _reduce(loss, x, target, counts, reduction, sample_weight, normalizer)
 
 
 def huber_loss(
@@ -309,7 +315,7 @@ def huber_loss(
         )
         if use_triton(backend, input):
             return fused_pointwise("huber", input, target, reduction, sample_weight, normalizer, p1=delta)
-    x, target = _counted(input, target, sample_weight)
+    x, target, counts = _counted(input, target, sample_weight)
     if primitive_path():
         diff = torch.abs(x - target)
         loss = torch.where(diff < delta, 0.5 * diff * diff, delta * (diff - 0.5 * delta))
@@ -317,7 +323,7 @@ def huber_loss(
         return F.huber_loss(input, target, reduction=reduction, delta=delta)
     else:
         loss = F.huber_loss(x, target, reduction="none", delta=delta)
-    return _reduce(loss, x, target, reduction, sample_weight, normalizer)
+    return _reduce(loss, x, target, counts, reduction, sample_weight, normalizer)
 
 
 def kl_div(
@@ -364,7 +370,7 @@ def kl_div(
             return fused_pointwise(
                 "kl_log_target" if log_target else "kl", input, target, reduction, sample_weight, normalizer
             )
-    x, target = _counted(input, target, sample_weight)
+    x, target, counts = _counted(input, target, sample_weight)
     if log_target:
         loss = torch.exp(target) * (target - x)
     elif primitive_path():
@@ -372,7 +378,7 @@ def kl_div(
         loss = entropy - target * x
     else:
         loss = F.kl_div(x, target, reduction="none", log_target=False)
-    return _reduce(loss, x, target, reduction, sample_weight, normalizer)
+    return _reduce(loss, x, target, counts, reduction, sample_weight, normalizer)
 
 
 def sigmoid_focal_loss(
@@ -418,7 +424,7 @@ def sigmoid_focal_loss(
         )
         if use_triton(backend, input):
             return fused_pointwise("focal", input, target, reduction, sample_weight, normalizer, p1=alpha, p2=gamma)
-    x, target = _counted(input, target, sample_weight)
+    x, target, counts = _counted(input, target, sample_weight)
     p = torch.sigmoid(x)
     if primitive_path():
         ce = (1.0 - target) * x + softplus(-x)
@@ -428,7 +434,7 @@ def sigmoid_focal_loss(
     loss = ce * focal_modulator(1.0 - p_t, gamma)
     if alpha >= 0:
         loss = (alpha * target + (1.0 - alpha) * (1.0 - target)) * loss
-    return _reduce(loss, x, target, reduction, sample_weight, normalizer)
+    return _reduce(loss, x, target, counts, reduction, sample_weight, normalizer)
 
 
 def _kl_denominator(

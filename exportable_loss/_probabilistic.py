@@ -15,7 +15,7 @@ from torch import Tensor
 
 from exportable_loss import _checks
 from exportable_loss._base import _Loss
-from exportable_loss._dispatch import eager
+from exportable_loss._dispatch import eager, reads_free
 from exportable_loss._numerics import autocast_float32
 from exportable_loss._reduction import (
     REDUCTIONS,
@@ -196,10 +196,11 @@ def gaussian_nll_loss(
     else:
         v = torch.full_like(input, float(var))
     counted = [input, target, v]
-    # max(v, eps) in the forward, the identity in the backward (torch.nn clamps under no_grad).
-    # `v - v.detach()` is exactly 0 for every finite v below eps (NaN and +inf keep v itself;
-    # -inf, which validation rejects, gives NaN).
-    v = torch.where(v < eps, (v - v.detach()) + eps, v)
+    if not _at_least(v, eps):
+        # max(v, eps) in the forward, the identity in the backward (torch.nn clamps under no_grad).
+        # `v - v.detach()` is exactly 0 for every finite v below eps (NaN and +inf keep v itself;
+        # -inf, which validation rejects, gives NaN).
+        v = torch.where(v < eps, (v - v.detach()) + eps, v)
     diff = input - target
     loss = 0.5 * (torch.log(v) + diff**2 / v)
     if full:
@@ -207,6 +208,15 @@ def gaussian_nll_loss(
     if not torch.jit.is_scripting():
         guard_counted_gradient(counted, counts, loss)
     return reduce_loss(loss, reduction, sample_weight, normalizer)
+
+
+def _at_least(v: Tensor, eps: float) -> bool:
+    """Every variance is at least ``eps``, read for free (``reads_free``): the clamp is then the
+    identity and its four passes over the variances, forward and backward, are spared."""
+    if torch.jit.is_scripting():
+        return False
+    else:
+        return v.numel() > 0 and reads_free(v) and float(v.detach().min()) >= eps
 
 
 def margin_ranking_loss(

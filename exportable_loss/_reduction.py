@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from exportable_loss._dispatch import eager, reads_free
-from exportable_loss._numerics import accumulation_dtype
+from exportable_loss._numerics import accumulation_dtype, to_dtype
 
 REDUCTIONS = ("none", "per_sample", "mean", "sum")
 KL_REDUCTIONS = REDUCTIONS + ("batchmean",)
@@ -71,62 +71,72 @@ def reduce_loss(
     out_dtype = loss.dtype
     acc = accumulation_dtype(out_dtype)
     batched = loss.dim() > 0
-    s: Optional[Tensor] = None
-    if sample_weight is not None:
-        s = sample_weights_like(sample_weight, loss)
-        if total is None:
-            # In the accumulation dtype: a half-precision product overflows long before the sum.
+    if sample_weight is not None and total is None:
+        scalar = reduction != "none" and reduction != "per_sample"
+        if scalar and sample_weight.dim() == 1 and loss.dim() > 1:
+            # one weight per sample, reduced to a scalar: each sample's sum times its weight,
+            # without a loss-sized product (a pass and an allocation, forward and backward)
+            term, s = loss.sum(dim=list(range(1, loss.dim())), dtype=acc), sample_weight
+        else:
+            term, s = loss, sample_weights_like(sample_weight, loss)
+        # In the accumulation dtype: a half-precision product overflows long before the sum.
+        term, s = to_dtype(term, acc), to_dtype(s, acc)
+        finite: Optional[Tensor] = None
+        if not torch.jit.is_scripting():
+            finite = _finite_total(term, s, sample_weight) if scalar else None
+        if finite is not None:
+            total = finite
+        else:
             # A zero-weight sample contributes exactly 0, even where its loss is NaN or Inf.
-            weighted = loss.to(acc) * s.to(acc)
-            finite: Optional[Tensor] = None
-            if not torch.jit.is_scripting():
-                finite = _finite_total(weighted, sample_weight, reduction)
-            if finite is None:
-                loss = torch.where(s != 0, weighted, torch.zeros_like(weighted))
+            weighted = term * s
+            weighted = torch.where(s != 0, weighted, torch.zeros_like(weighted))
+            if scalar:
+                total = weighted.sum(dtype=acc)  # loss keeps the element-wise shape, for the mean
             else:
-                loss, total = weighted, finite
+                loss = weighted
 
     if reduction == "none":
-        return loss.to(out_dtype)
+        return to_dtype(loss, out_dtype)
     if reduction == "per_sample":
         if loss.dim() <= 1:
-            return loss.to(out_dtype)
+            return to_dtype(loss, out_dtype)
         dims: List[int] = list(range(1, loss.dim()))
         per_sample_total = loss.sum(dim=dims, dtype=acc)
-        if s is not None and sample_weight is not None and sample_weight.dim() > 1:
+        if sample_weight is not None and sample_weight.dim() > 1:
             # weights per position: each sample's weighted mean over its counted positions
-            counted = s.to(acc) if valid is None else torch.where(valid, s.to(acc), torch.zeros_like(s, dtype=acc))
-            return _safe_divide(per_sample_total, counted.sum(dim=dims, dtype=acc)).to(out_dtype)
+            s_acc = to_dtype(sample_weight, acc)
+            counted = s_acc if valid is None else torch.where(valid, s_acc, torch.zeros_like(s_acc))
+            return to_dtype(_safe_divide(per_sample_total, counted.sum(dim=dims, dtype=acc)), out_dtype)
         if valid is None:
             count = loss.numel() // loss.shape[0] if loss.shape[0] > 0 else 1
-            return (per_sample_total / max(count, 1)).to(out_dtype)
+            return to_dtype(per_sample_total / max(count, 1), out_dtype)
         count_t = valid.sum(dim=dims, dtype=acc).clamp_min(1.0)
-        return (per_sample_total / count_t).to(out_dtype)
+        return to_dtype(per_sample_total / count_t, out_dtype)
 
     if total is None:
         total = loss.sum(dtype=acc)
     if reduction == "sum":
-        return total.to(out_dtype)
+        return to_dtype(total, out_dtype)
     if normalizer is not None:
-        return _safe_divide(total, normalizer.detach().to(total.dtype)).to(out_dtype)
+        return to_dtype(_safe_divide(total, to_dtype(normalizer.detach(), total.dtype)), out_dtype)
     if reduction == "batchmean":
         if not batched:
-            return total.to(out_dtype)
-        return (total / max(loss.shape[0], 1)).to(out_dtype)
+            return to_dtype(total, out_dtype)
+        return to_dtype(total / max(loss.shape[0], 1), out_dtype)
     # reduction == "mean"
-    if position_weight is None and valid is None and s is None:
-        return (total / max(loss.numel(), 1)).to(out_dtype)
-    return _safe_divide(total, mean_denominator(loss, sample_weight, valid, position_weight, acc)).to(out_dtype)
+    if position_weight is None and valid is None and sample_weight is None:
+        return to_dtype(total / max(loss.numel(), 1), out_dtype)
+    return to_dtype(_safe_divide(total, mean_denominator(loss, sample_weight, valid, position_weight, acc)), out_dtype)
 
 
-def _finite_total(weighted: Tensor, sample_weight: Tensor, reduction: str) -> Optional[Tensor]:
-    """The sum of the sample-weighted loss where it is finite and that is all the reduction
-    needs, read for free (``reads_free``): then no zero-weight sample holds a NaN or Inf, and the
-    ``where`` that would zero them changes nothing. None otherwise, and where ``sample_weight``
-    takes a gradient (the ``where`` leaves a zero-weight sample's loss out of it)."""
-    if reduction == "none" or reduction == "per_sample" or sample_weight.requires_grad or not reads_free(weighted):
+def _finite_total(term: Tensor, s: Tensor, sample_weight: Tensor) -> Optional[Tensor]:
+    """``sum(term * s)`` where it is finite, read for free (``reads_free``): then no zero-weight
+    sample holds a NaN or Inf, and the ``where`` that would zero them changes nothing. None
+    otherwise, and where ``sample_weight`` takes a gradient (the ``where`` leaves a zero-weight
+    sample's loss out of it). One product-sum (``dot``) where ``term`` holds one value per sample."""
+    if sample_weight.requires_grad or not reads_free(term):
         return None
-    total = weighted.sum(dtype=weighted.dtype)
+    total = torch.dot(term, s) if term.dim() == 1 and s.dim() == 1 else (term * s).sum(dtype=term.dtype)
     return total if math.isfinite(float(total.detach())) else None
 
 
@@ -164,9 +174,14 @@ def reduction_coefficients(
 
 def sample_counts(sample_weight: Optional[Tensor], like: Tensor) -> Optional[Tensor]:
     """The samples (or positions) that count, weight not 0, as a mask broadcastable to ``like``
-    (``sample_weight`` as ``sample_weights_like`` shapes it); None without sample weights."""
+    (``sample_weight`` as ``sample_weights_like`` shapes it); None where every one counts: without
+    sample weights, and where none is 0 and that is read for free (``reads_free``), which spares
+    the mask, the views and the checks built on it."""
     if sample_weight is None:
         return None
+    if not torch.jit.is_scripting():
+        if reads_free(sample_weight) and bool(sample_weight.all()):
+            return None
     return sample_weights_like(sample_weight, like) != 0
 
 
@@ -229,19 +244,18 @@ def mean_denominator(
     the default dtype).
     """
     acc = accumulation_dtype(loss.dtype) if dtype is None else dtype
-    s: Optional[Tensor] = None
-    if sample_weight is not None:
-        s = sample_weights_like(sample_weight, loss).to(acc)
     if position_weight is None and valid is not None:
         position_weight = valid
     if position_weight is not None:
-        w = position_weight.to(acc)
-        if s is not None:
-            w = w * s
+        w = to_dtype(position_weight, acc)
+        if sample_weight is not None:
+            w = w * to_dtype(sample_weights_like(sample_weight, loss), acc)
         return w.sum(dtype=acc)
-    if s is not None:
-        per_sample_count = loss.numel() // max(s.numel(), 1) if loss.shape[0] > 0 else 1
-        return s.sum(dtype=acc) * per_sample_count
+    if sample_weight is not None:
+        # per sample or per position, each weight counts for the elements it covers
+        per_sample_count = loss.numel() // max(sample_weight.numel(), 1) if loss.shape[0] > 0 else 1
+        weights = sample_weight.sum(dtype=acc)
+        return weights if per_sample_count == 1 else weights * per_sample_count
     return torch.full((), loss.numel(), dtype=acc, device=loss.device)
 
 

@@ -183,6 +183,17 @@ def test_autocast_computes_in_float32(case):
         torch.testing.assert_close(out, ref, rtol=RTOL, atol=ATOL)
 
 
+def test_autocast_leaves_float64_alone(case):
+    """Autocast upcasts half precision only: float64 stays float64, as in torch.nn."""
+    data = cast(make_inputs(case, N), torch.float64)
+    loss = case.make("mean")
+    ref = loss(*data)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = loss(*data)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+
+
 def test_per_sample_gradients_with_torch_func(case):
     """DP-SGD style: vmap(grad) over samples equals one autograd call per sample."""
     torch.manual_seed(0)

@@ -42,49 +42,61 @@ def _grads(loss, x):
     return g
 
 
+# ignore_index below the classes (torch.nn's default), above them, and one of them: the fast path
+# finds ignored rows by a min, a max or a comparison
+IGNORE_INDICES = [-100, 5, 2]
+
+
+@pytest.mark.parametrize("ignore_index", IGNORE_INDICES)
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_fast_path_edges_match_torch_nn_or_the_contract(weighted, reduction, smoothing):
+def test_fast_path_edges_match_torch_nn_or_the_contract(weighted, reduction, smoothing, ignore_index):
     """Rows ignored, a batch fully ignored (0, not torch.nn's NaN), and an ignored row of NaN logits
     (exactly 0 gradient), with and without class weights and label smoothing."""
     g = torch.Generator().manual_seed(0)
     w = torch.rand(5, generator=g) + 0.5 if weighted else None
     x = torch.randn(6, 5, generator=g, requires_grad=True)
-    t = torch.tensor([0, -100, 4, 2, -100, 1])
-    ours = LF.cross_entropy(x, t, w, reduction=reduction, label_smoothing=smoothing)
-    ref = F.cross_entropy(x, t, w, reduction=reduction, label_smoothing=smoothing)
+    ig = ignore_index
+    t = torch.tensor([0, ig, 4, 3, ig, 1])
+    kw = dict(reduction=reduction, label_smoothing=smoothing, ignore_index=ig)
+    ours = LF.cross_entropy(x, t, w, **kw)
+    ref = F.cross_entropy(x, t, w, **kw)
     torch.testing.assert_close(ours, ref)
     ref_grad = _grads(ref.sum(), x)
     torch.testing.assert_close(_grads(ours.sum(), x), ref_grad)
 
-    everything_ignored = torch.full((6,), -100)
-    out = LF.cross_entropy(x, everything_ignored, w, reduction=reduction, label_smoothing=smoothing)
+    everything_ignored = torch.full((6,), ig)
+    out = LF.cross_entropy(x, everything_ignored, w, **kw)
     assert torch.all(out == 0) and torch.all(_grads(out.sum(), x) == 0)
 
     poisoned = x.detach().clone()
     poisoned[1] = float("nan")
     poisoned[4, 0] = float("inf")
     poisoned.requires_grad_(True)
-    out = LF.cross_entropy(poisoned, t, w, reduction=reduction, label_smoothing=smoothing)
+    out = LF.cross_entropy(poisoned, t, w, **kw)
     torch.testing.assert_close(out, ref.detach())
     grad = _grads(out.sum(), poisoned)
     assert torch.all(grad[[1, 4]] == 0)
     torch.testing.assert_close(grad[[0, 2, 3, 5]], ref_grad[[0, 2, 3, 5]])
 
 
+@pytest.mark.parametrize("ignore_index", IGNORE_INDICES)
+@pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_class_and_sample_weights_with_ignored_rows_match_the_formula(reduction):
+def test_class_and_sample_weights_with_ignored_rows_match_the_formula(reduction, weighted, ignore_index):
     """sum(s * w[t] * nll) over the counted rows, / sum(s * w[t]) for the mean (float64 formula)."""
     g = torch.Generator().manual_seed(1)
-    w = torch.rand(5, generator=g) + 0.5
+    w = torch.rand(5, generator=g) + 0.5 if weighted else torch.ones(5)
     x = torch.randn(6, 5, generator=g, requires_grad=True)
-    t = torch.tensor([0, -100, 4, 2, 3, 1])
+    t = torch.tensor([0, ignore_index, 4, 3, 3, 1])
     s = torch.rand(6, generator=g) + 0.5
-    out = LF.cross_entropy(x, t, w, reduction=reduction, sample_weight=s)
+    out = LF.cross_entropy(
+        x, t, w if weighted else None, ignore_index=ignore_index, reduction=reduction, sample_weight=s
+    )
     x64 = x.detach().double().requires_grad_(True)
-    counted = t != -100
-    safe = t.clamp(min=0)
+    counted = t != ignore_index
+    safe = torch.where(counted, t, 0)
     nll = -torch.log_softmax(x64, 1).gather(1, safe[:, None]).squeeze(1)
     term = torch.where(counted, w.double()[safe] * s.double() * nll, 0.0)
     ref = (
@@ -140,3 +152,25 @@ def test_sweep_writes_the_table_with_targets_and_names_the_misses(tmp_path):
     for r in rows:
         if not r["meets"]:
             assert f"**no** (N={r['n']}" in text or f", {r['n']}" in text
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_cheap_context_predicates_agree_with_torch(dynamo, tmp_path):
+    """The ONNX-export flag read without torch.onnx.is_in_onnx_export's per-call imports agrees with
+    it in eager mode and inside both exporters, and capturing() is True there."""
+    pytest.importorskip("onnx")
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    from exportable_loss import _dispatch
+
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append((_dispatch.onnx_exporting(), torch.onnx.is_in_onnx_export(), _dispatch.capturing()))
+            return x * 2
+
+    Probe()(torch.ones(2))
+    torch.onnx.export(Probe(), (torch.ones(2),), str(tmp_path / "probe.onnx"), dynamo=dynamo)
+    assert seen[0] == (False, False, False)
+    assert len(seen) > 1 and all(s == (True, True, True) for s in seen[1:]), seen

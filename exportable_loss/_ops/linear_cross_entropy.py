@@ -444,7 +444,8 @@ def fused_linear_cross_entropy(
     """The chunked op, then the reduction (arguments checked already; never compiled by TorchScript)."""
     out_dtype = input.dtype
     device = input.device.type
-    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+    autocast = input.dtype != torch.float64 and torch.amp.is_autocast_available(device)  # autocast leaves float64
+    if autocast and torch.is_autocast_enabled(device):
         # as the unfused form under autocast: the matmul in the autocast dtype, the loss in float32
         low = torch.get_autocast_dtype(device)
         input, linear_weight = input.to(low), linear_weight.to(low)
