@@ -172,10 +172,6 @@ def cross_entropy(
     return to_dtype(reduce_loss(loss, reduction, sample_weight, normalizer, valid, target_weight), input.dtype)
 
 
-# ATen's NLL with its total weight (the denominator); the overload resolved once, not per call
-_NLL_LOSS_FORWARD = torch.ops.aten.nll_loss_forward.default
-
-
 def _aten_class_loss(
     input: Tensor,
     target: Tensor,
@@ -186,10 +182,10 @@ def _aten_class_loss(
     sample_weight: Optional[Tensor],
     logits: bool,
 ) -> Optional[Tensor]:
-    """Cross entropy (``logits``) or NLL of the common call (``_checks.common_class_call``) through
-    ATen's fused ``nll_loss`` (and ``F.cross_entropy`` for label smoothing): the operators
-    ``torch.nn`` runs, plus a few reads of values a CPU makes for free (``reads_free``), which
-    pick this formulation where it gives the general path's numbers exactly by the same rules.
+    """Cross entropy (``logits``) or NLL of the common call (``_checks.common_class_call``) by
+    ``F.cross_entropy`` / ``F.nll_loss``: the operators ``torch.nn`` runs, plus a few reads of
+    values a CPU makes for free (``reads_free``), which pick this formulation where it gives the
+    general path's numbers exactly by the same rules.
     None where it does not (the caller then takes the general path, whose result it would have
     had to reproduce): a class
     index outside ``[0, C)`` (ATen raises, the general path gives NaN), a zero denominator, a
@@ -198,34 +194,25 @@ def _aten_class_loss(
     smoothing or requiring grad (a zero weight's gradient leaves its sample's loss out, see
     ``reduce_loss``). Per-position sample weights of ``(N, C)`` logits are per-sample ones.
     """
-    n = input.shape[0]
-    if weight is not None and weight.dtype != input.dtype:
-        weight = weight.to(input.dtype)
     reduced = reduction == "mean" or reduction == "sum"
     if sample_weight is not None and (not reduced or label_smoothing > 0.0 or sample_weight.requires_grad):
         return None
-    grad = logits and input.requires_grad and torch.is_grad_enabled()
-    logp: Optional[Tensor] = None
-    total_weight: Optional[Tensor] = None
+    if weight is not None and weight.dtype != input.dtype:
+        weight = weight.to(input.dtype)
+    mode = reduction if reduced and sample_weight is None else "none"
     try:
-        if label_smoothing > 0.0:
+        if logits:
             loss = F.cross_entropy(
-                input, target, weight, ignore_index=ignore_index, reduction=reduction if reduced else "none",
-                label_smoothing=label_smoothing,
-            )  # fmt: skip
+                input, target, weight, ignore_index=ignore_index, reduction=mode, label_smoothing=label_smoothing
+            )
         else:
-            logp = torch.log_softmax(input, 1) if logits else input
-            code = 0 if not reduced or sample_weight is not None else 1 if reduction == "mean" else 2  # ATen's enum
-            loss, total_weight = _NLL_LOSS_FORWARD(logp, target, weight, code, ignore_index)
+            loss = F.nll_loss(input, target, weight, ignore_index=ignore_index, reduction=mode)
     except IndexError:
         return None  # a class index outside [0, C) that is not ignore_index
-    every_row: Optional[bool] = None  # whether no row is ignored, where known for free
-    if total_weight is not None and reduced and sample_weight is None:
-        counted = float(total_weight)
-        if counted == 0.0 and reduction == "mean":
-            return None  # a zero denominator
-        if weight is None:  # the total weight then counts the rows that are not ignored
-            every_row = counted == n
+    every_row: Optional[bool] = None  # whether no row is ignored, once known
+    grad = logits and input.requires_grad and torch.is_grad_enabled()
+    if grad:
+        every_row = _no_row_ignored(target, ignore_index, input.shape[1])
     if sample_weight is not None:
         s = to_dtype(sample_weight, loss.dtype)
         total = torch.dot(loss, s)
@@ -234,7 +221,8 @@ def _aten_class_loss(
         if reduction == "sum":
             loss = total
         else:
-            every_row = _no_row_ignored(target, ignore_index, input.shape[1])
+            if every_row is None:
+                every_row = _no_row_ignored(target, ignore_index, input.shape[1])
             position_weight: Optional[Tensor] = None
             if weight is not None:
                 position_weight = counted_targets(target, weight, ignore_index, input.shape[1])[3]
@@ -243,13 +231,17 @@ def _aten_class_loss(
             if float(denominator.detach()) == 0.0:
                 return None
             loss = total / denominator
-    elif reduction == "mean" and label_smoothing > 0.0 and not math.isfinite(float(loss.detach())):
-        return None  # torch.nn's 0 / 0 (every row ignored), or a NaN the general path places
-    if grad and every_row is not True and not _no_row_ignored(target, ignore_index, input.shape[1]):
-        # an ignored row's gradient is 0 * NaN where its logits are not finite: the general path
-        # zeroes it (counted_gradient). Rare, so the common path holds no view for a hook.
-        rows = logp if logp is not None else torch.log_softmax(input.detach(), 1)
-        if bool(((target == ignore_index) & ~torch.isfinite(rows.detach().amax(1))).any()):
+    elif mode == "mean" and not (every_row and weight is None) and not math.isfinite(float(loss.detach())):
+        # torch.nn's 0 / 0 (every row ignored) or x / 0 (class weights summing to 0), where the
+        # semantics give 0; or a NaN or Inf the general path gives too (rare: it recomputes).
+        # Every row counted without class weights: the denominator is N, the value is torch.nn's.
+        return None
+    if grad and not every_row:
+        # an ignored row's gradient is 0 * NaN where its log-sum-exp is not finite (a NaN or +inf
+        # logit, or all -inf: then so is the row's max): the general path zeroes it
+        # (counted_gradient). Rare, so the common path holds no view of the logits for a hook.
+        ignored = input.detach()[target == ignore_index]
+        if bool((~torch.isfinite(ignored.amax(1))).any()):
             return None
     return loss  # in input's dtype: the denominators are computed in it
 
