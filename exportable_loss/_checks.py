@@ -223,10 +223,14 @@ def validate_finite(name: str, t: Optional[Tensor]) -> None:
 def check_tensors(names: List[str], tensors: List[Tensor], floating: List[str]) -> None:
     """Each argument is a tensor on the first one's device; those named in ``floating`` have a
     floating dtype, the others a real, non-bool one."""
+    device = tensors[0].device if isinstance(tensors[0], Tensor) else None
     for name, t in zip(names, tensors):
         if not isinstance(t, Tensor):
             raise ValueError(f"{name} must be a tensor; got {type(t).__name__}")
-        check_device(name, t, tensors[0])
+        if t.device != device:
+            check_device(name, t, tensors[0])
+        if t.dtype in _FULL:
+            continue  # floating and real: the common case, without the calls below
         if name in floating:
             check_floating(name, t)
         elif t.dtype == torch.bool or t.is_complex():
@@ -244,7 +248,8 @@ def shapes(names: List[str], tensors: List[Tensor]) -> str:
 
 def check_same_shapes(names: List[str], tensors: List[Tensor]) -> None:
     """Every tensor (two or three) has the first one's shape; torch.nn would broadcast, we raise."""
-    if any(t.shape != tensors[0].shape for t in tensors[1:]):
+    first = tensors[0].shape
+    if tensors[1].shape != first or (len(tensors) > 2 and tensors[2].shape != first):
         listed = f"{names[0]} and {names[1]}" if len(names) == 2 else f"{names[0]}, {names[1]} and {names[2]}"
         raise ValueError(f"{listed} must have the same shape; got {shapes(names, tensors)} (broadcasting is not done)")
 
