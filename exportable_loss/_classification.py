@@ -192,11 +192,14 @@ def _aten_class_loss(
     sample-weighted sum that is not finite (a zero-weight sample may hold the NaN), and the
     configurations it does not cover: a sample-weighted ``none``, sample weights with label
     smoothing or requiring grad (a zero weight's gradient leaves its sample's loss out, see
-    ``reduce_loss``). Per-position sample weights of ``(N, C)`` logits are per-sample ones.
+    ``reduce_loss``), class weights requiring grad. Per-position sample weights of ``(N, C)``
+    logits are per-sample ones.
     """
     reduced = reduction == "mean" or reduction == "sum"
     if sample_weight is not None and (not reduced or label_smoothing > 0.0 or sample_weight.requires_grad):
         return None
+    if weight is not None and weight.requires_grad:
+        return None  # ATen's NLL does not differentiate its class weights; the general path does
     if weight is not None and weight.dtype != input.dtype:
         weight = weight.to(input.dtype)
     mode = reduction if reduced and sample_weight is None else "none"

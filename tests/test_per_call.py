@@ -181,3 +181,29 @@ def test_cheap_context_predicates_agree_with_torch(dynamo, tmp_path):
     torch.onnx.export(Probe(), (torch.ones(2),), str(tmp_path / "probe.onnx"), dynamo=dynamo)
     assert seen[0] == (False, False, False)
     assert len(seen) > 1 and all(s == (True, True, True) for s in seen[1:]), seen
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_class_weights_that_take_gradients_get_them(smoothing):
+    """Learnable class weights: ATen's NLL refuses them; the loss differentiates them as its general
+    path does on every other path (float64 formula)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 4, generator=g, requires_grad=True)
+    t = torch.tensor([0, 3, -100, 2, 1])
+    w = (torch.rand(4, generator=g) + 0.5).requires_grad_(True)
+    out = LF.cross_entropy(x, t, w, label_smoothing=smoothing)
+    x64, w64 = x.detach().double().requires_grad_(True), w.detach().double().requires_grad_(True)
+    # torch.nn's loss with the weights as a differentiable factor: sum over counted rows of
+    # w[t] * ((1 - e) * nll + e * mean smoothing term) / sum of w[t]
+    logp = torch.log_softmax(x64, 1)
+    keep = t != -100
+    tk = t[keep]
+    nll = -logp[keep].gather(1, tk[:, None]).squeeze(1)
+    smooth = -(logp[keep] * w64).sum(1) / 4
+    term = (1 - smoothing) * w64[tk] * nll + smoothing * smooth
+    ref = term.sum() / w64[tk].sum()
+    torch.testing.assert_close(out, ref.float())
+    gx, gw = torch.autograd.grad(out, (x, w))
+    rx, rw = torch.autograd.grad(ref, (x64, w64))
+    torch.testing.assert_close(gx, rx.float())
+    torch.testing.assert_close(gw, rw.float())
