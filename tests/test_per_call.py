@@ -161,6 +161,20 @@ def test_sweep_writes_the_table_with_targets_and_names_the_misses(tmp_path):
             assert f"**no** (N={r['n']}" in text or f", {r['n']}" in text
 
 
+def test_sweep_goes_on_past_a_baseline_that_does_not_compile(tmp_path):
+    """torch.nn's Gaussian NLL reads its variances (a data-dependent check) and cannot compile
+    with fullgraph=True: the sweep marks its rows not comparable, names the error, and goes on."""
+    from exportable_loss.bench import sweep
+
+    paths = sweep.run(str(tmp_path), ["gaussian_nll"], sizes=(1, 8), modes=("compiled",), budget=0.05)
+    text = open(paths["md"]).read()
+    rows = __import__("json").load(open(paths["json"]))["rows"]
+    assert len(rows) == 4 and all(r["ratio"] is None and r["meets"] is None for r in rows)
+    assert all(r["failed"].startswith("torch.nn: ") for r in rows)
+    assert "| gaussian_nll | plain | n/a | n/a | not comparable |" in text
+    assert "0 of 0 rows meet" in text and "- gaussian_nll, plain: torch.nn: " in text
+
+
 @pytest.mark.parametrize("dynamo", [False, True])
 def test_cheap_context_predicates_agree_with_torch(dynamo, tmp_path):
     """The ONNX-export flag read without torch.onnx.is_in_onnx_export's per-call imports agrees with

@@ -55,12 +55,49 @@ def measure(
             base: Callable[..., Any] = case.baseline()
             if mode == "compiled":
                 ours, base = _compiled(ours), _compiled(base)
+                failure = _compile_failure(ours, base, case.inputs(sizes[0]))
+                if failure is not None:
+                    rows += [_failed_row(case, mode, n, failure) for n in sizes]
+                    if progress is not None:
+                        for n in sizes:
+                            progress.step(f"{case.label} {mode} N={n}")
+                    continue
             for n in sizes:
                 args = case.inputs(n)
                 rows.append(_row(case, mode, n, timing.paired(step(ours, args), step(base, args), budget)))
                 if progress is not None:
                     progress.step(f"{case.label} {mode} N={n}")
     return rows
+
+
+def _compile_failure(ours: Callable[..., Any], base: Callable[..., Any], args: Tuple[Any, ...]) -> Optional[str]:
+    """Which side does not compile with ``fullgraph=True`` (torch.nn's Gaussian NLL checks its
+    variances' values), as ``"side: error"``; None where both do."""
+    for side, fn in (("torch.nn", base), ("ours", ours)):
+        try:
+            step(fn, args)()
+        except Exception as e:  # torch.compile's errors share no base class across versions
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            return f"{side}: {type(e).__name__}: {first}"
+    return None
+
+
+def _failed_row(case: Case, mode: str, n: int, failure: str) -> Dict[str, Any]:
+    """A figure that could not be taken: not comparable where torch.nn failed, a miss where ours did."""
+    ours_failed = failure.startswith("ours")
+    return {
+        "loss": case.loss,
+        "config": case.config,
+        "classes": case.classes,
+        "reduction": case.reduction,
+        "mode": mode,
+        "n": n,
+        "elements": case.elements(n),
+        "failed": failure,
+        "ratio": None,
+        "target": target(mode, n),
+        "meets": False if ours_failed else None,
+    }
 
 
 def _row(case: Case, mode: str, n: int, times: timing.Paired) -> Dict[str, Any]:
@@ -98,6 +135,8 @@ def _groups(rows: List[Dict[str, Any]], mode: str) -> Dict[Tuple[str, str], List
 
 
 def _cell(r: Dict[str, Any]) -> str:
+    if r["ratio"] is None:
+        return "n/a" if r["meets"] is None else "fails ✗"
     mark = "" if r["meets"] else " ✗"
     return f"{r['ratio']:.2f} ±{100 * r['spread']:.0f}%{mark}{'' if r['reliable'] else ' †'}"
 
@@ -122,14 +161,23 @@ def markdown(rows: List[Dict[str, Any]], header: str) -> str:
         lines += ["", f"### {title}", ""]
         lines += ["| loss | configuration | " + " | ".join(f"N={n}" for n in sizes) + " | meets target |"]
         lines += ["|---|---|" + "---:|" * len(sizes) + "---|"]
+        failures: List[str] = []
         for (label, config), group in groups.items():
             by_size = {r["n"]: r for r in group}
             cells = [_cell(by_size[n]) if n in by_size else "" for n in sizes]
-            missed = [r for r in group if not r["meets"]]
-            verdict = "yes" if not missed else "**no** (N=" + ", ".join(str(r["n"]) for r in missed) + ")"
+            failed = next((r["failed"] for r in group if r.get("failed")), None)
+            missed = [r for r in group if r["meets"] is False]
+            if failed is not None:
+                failures.append(f"- {label}, {config}: {failed}")
+                verdict = "not comparable" if not missed else "**no** (ours does not compile)"
+            else:
+                verdict = "yes" if not missed else "**no** (N=" + ", ".join(str(r["n"]) for r in missed) + ")"
             lines.append(f"| {label} | {config} | " + " | ".join(cells) + f" | {verdict} |")
-        met = sum(1 for g in groups.values() if all(r["meets"] for r in g))
-        lines += ["", f"{met} of {len(groups)} rows meet their target at every size."]
+        comparable = [g for g in groups.values() if any(r["meets"] is not None for r in g)]
+        met = sum(1 for g in comparable if all(r["meets"] for r in g))
+        lines += ["", f"{met} of {len(comparable)} rows meet their target at every size."]
+        if failures:
+            lines += ["", "Figures not taken (one side does not compile with `fullgraph=True`):", ""] + failures
     return "\n".join(lines) + "\n"
 
 
@@ -153,14 +201,14 @@ def plot(rows: List[Dict[str, Any]], path: str) -> bool:
         for mode, style in (("eager", "-"), ("compiled", "--")):
             for config in configs:
                 pts = sorted((r["n"], r["ratio"], r["spread"]) for r in rows if _label(r) == label and
-                             r["mode"] == mode and r["config"] == config)  # fmt: skip
+                             r["mode"] == mode and r["config"] == config and r["ratio"] is not None)  # fmt: skip
                 if pts:
                     ns, ratios, spreads = zip(*pts)
                     errors = [q * s for q, s in zip(ratios, spreads)]
                     ax.errorbar(ns, ratios, yerr=errors, fmt=style, marker="o", markersize=3, capsize=2,
                                 color=colours[config], label=f"{config}, {mode}")  # fmt: skip
         # the ratios, not the error bars of a busy machine, set the scale
-        highest = max(r["ratio"] for r in rows if _label(r) == label)
+        highest = max((r["ratio"] for r in rows if _label(r) == label and r["ratio"] is not None), default=1.0)
         ax.set_ylim(0.0, min(4.0, max(1.5, 1.2 * highest)))
         sizes = sorted({r["n"] for r in rows})
         ax.step(sizes, [target("eager", n) for n in sizes], where="pre", color="grey", linewidth=0.8)
@@ -172,8 +220,12 @@ def plot(rows: List[Dict[str, Any]], path: str) -> bool:
         ax.grid(True, which="both", alpha=0.3)
     for ax in list(axes.flat)[len(labels) :]:
         ax.axis("off")
-    handles, names = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=8)
+    legend: Dict[str, Any] = {}  # every configuration and mode drawn, from whichever panel has it
+    for ax in axes.flat:
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(name, handle)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(4, len(legend)), fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
