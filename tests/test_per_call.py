@@ -221,3 +221,22 @@ def test_class_weights_that_take_gradients_get_them(smoothing):
     rx, rw = torch.autograd.grad(ref, (x64, w64))
     torch.testing.assert_close(gx, rx.float())
     torch.testing.assert_close(gw, rw.float())
+
+
+@pytest.mark.parametrize("class_dim", [1, -1])
+def test_compiled_cross_entropy_picks_the_targets_as_eager_does(class_dim):
+    """Under torch.compile the class-index terms come from F.nll_loss (its backward fuses, gather's
+    scatters): the same numbers as eager, an out-of-range index NaN at its position, ignored rows 0."""
+    g = torch.Generator().manual_seed(4)
+    shape = (3, 5, 4) if class_dim == 1 else (3, 4, 5)  # 5 classes, 4 positions per sample
+    x = torch.randn(shape, generator=g, requires_grad=True)
+    t = torch.tensor([[0, 4, -100, 2], [1, 9, 3, 0], [-100, 2, 2, 4]])
+    w = torch.rand(5, generator=g) + 0.5
+    loss = lambda a: LF.cross_entropy(a, t, w, reduction="none", class_dim=class_dim)  # noqa: E731
+    compiled = torch.compile(loss, fullgraph=True, dynamic=True)
+    out, ref = compiled(x), loss(x)
+    assert torch.isnan(out[1, 1]) and torch.isnan(ref[1, 1])
+    keep = ~torch.isnan(ref)
+    torch.testing.assert_close(out[keep], ref[keep])
+    assert torch.all(out[t == -100] == 0)
+    torch.testing.assert_close(_grads(out[keep].sum(), x), _grads(ref[keep].sum(), x))
