@@ -158,7 +158,7 @@ def cross_entropy(
             guard_counted_gradient([guarded, guarded_target], counts, loss.unsqueeze(dim))
         return reduce_loss(loss, reduction, sample_weight, normalizer).to(input.dtype)
 
-    loss, valid, target_weight = class_terms(logp, target, weight, ignore_index, class_dim)
+    loss, valid, target_weight = class_terms(logp, target, weight, ignore_index, class_dim, after_log_softmax=True)
     if label_smoothing > 0.0:
         # a class masked with -inf makes this term inf, as in torch.nn
         smooth = -(logp.sum(dim, dtype=acc) if weight_b is None else (logp * weight_b).sum(dim, dtype=acc))

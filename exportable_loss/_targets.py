@@ -84,19 +84,21 @@ def without_uncounted_rows(
     return torch.where(counts, input, torch.zeros_like(input))
 
 
-def _at_targets(logp: Tensor, safe: Tensor, class_dim: int) -> Tensor:
+def _at_targets(logp: Tensor, safe: Tensor, class_dim: int, after_log_softmax: bool) -> Tensor:
     """``logp`` at the in-range class indices ``safe``, the class dimension removed.
 
-    ``gather`` everywhere but under ``torch.compile``, which gets ``F.nll_loss`` (the same
-    numbers): Inductor turns its backward into a comparison with the class index that fuses
-    with the log-softmax's, where ``gather``'s backward scatters into a logits-sized buffer of
-    its own (1.47 times compiled ``torch.nn`` at (512, 32000) before, 0.99 after). Exported
+    ``gather`` everywhere but for a ``log_softmax``'s output under ``torch.compile``, which gets
+    ``F.nll_loss`` (the same numbers): Inductor turns its backward into a comparison with the
+    class index that fuses with the log-softmax's, where ``gather``'s backward scatters into a
+    logits-sized buffer of its own (cross entropy at (512, 32000): 1.47 times compiled
+    ``torch.nn`` before, 1.00 after). Without a log-softmax to fuse with (NLL of given
+    log-probabilities) the scatter is the cheaper (0.84 against 1.11 at (4096, 1000)). Exported
     graphs keep ``gather``, which every exporter translates faithfully.
     """
     if torch.jit.is_scripting():
         return logp.gather(class_dim, safe.unsqueeze(class_dim)).squeeze(class_dim)
     else:
-        if torch.compiler.is_compiling() and not torch.compiler.is_exporting():
+        if after_log_softmax and torch.compiler.is_compiling() and not torch.compiler.is_exporting():
             num_classes = logp.shape[class_dim]
             if class_dim == 1 or logp.dim() == 1:
                 return -F.nll_loss(logp, safe, reduction="none")
@@ -106,14 +108,20 @@ def _at_targets(logp: Tensor, safe: Tensor, class_dim: int) -> Tensor:
 
 
 def class_terms(
-    logp: Tensor, target: Tensor, weight: Optional[Tensor], ignore_index: int, class_dim: int = 1
+    logp: Tensor,
+    target: Tensor,
+    weight: Optional[Tensor],
+    ignore_index: int,
+    class_dim: int = 1,
+    after_log_softmax: bool = False,
 ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """NLL at class-index targets: (class-weighted nll, counted-position mask, target weights),
     the classes of ``logp`` at ``class_dim`` (1 or -1).
 
     An index outside [0, C) that is not ignore_index gives NaN: never an out-of-bounds read or
     a device-side assert. The terms are in the accumulation dtype (float32 for half-precision
-    ``logp``: a class weight of 4000 times an NLL of 30 overflows float16).
+    ``logp``: a class weight of 4000 times an NLL of 30 overflows float16). ``after_log_softmax``:
+    ``logp`` was computed by the caller from logits (cross entropy); see ``_at_targets``.
     """
     class_dim = class_dimension(logp.dim(), class_dim)
     num_classes = logp.shape[class_dim]
@@ -122,7 +130,7 @@ def class_terms(
     if weight is not None:
         weight = weight.to(acc)
     valid, in_range, safe, target_weight = counted_targets(target, weight, ignore_index, num_classes)
-    nll = -_at_targets(logp, safe, class_dim).to(acc)
+    nll = -_at_targets(logp, safe, class_dim, after_log_softmax).to(acc)
     if target_weight is not None:
         nll = nll * target_weight
     nll = torch.where(in_range | ~valid, nll, torch.full_like(nll, float("nan")))

@@ -318,7 +318,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.sweep:
         from exportable_loss.bench import sweep
 
-        # --quick: eager only, C = 1000, shorter timings (about 3 minutes on 2 CPU cores)
+        # --quick: shorter timings, and eager only at C = 1000 unless --modes/--classes say otherwise
         budget = 0.5 if args.quick else 2.0
         modes = args.modes or (["eager"] if args.quick else list(sweep.MODES))
         classes = args.classes or ([1000] if args.quick else [1000, 32000])
@@ -478,7 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sweep",
         action="store_true",
         help="instead: every loss with a torch.nn twin against it, by batch size, eager and compiled, against "
-        "the targets (sweep.json, .md, .png; over an hour on 2 CPU cores; --quick: eager, C=1000, minutes)",
+        "the targets (sweep.json, .md, .png; about half an hour on 2 CPU cores; --quick: 0.5 s a figure, "
+        "eager, C=1000)",
     )
     p.add_argument(
         "--ops", action="store_true", help="instead: the ATen operators per forward+backward, ours and torch.nn's"
