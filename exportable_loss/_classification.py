@@ -156,7 +156,7 @@ def cross_entropy(
             loss = loss + z_loss * lse.squeeze(dim).to(acc) ** 2
         if not torch.jit.is_scripting():
             guard_counted_gradient([guarded, guarded_target], counts, loss.unsqueeze(dim))
-        return reduce_loss(loss, reduction, sample_weight, normalizer).to(input.dtype)
+        return to_dtype(reduce_loss(loss, reduction, sample_weight, normalizer), input.dtype)
 
     loss, valid, target_weight = class_terms(logp, target, weight, ignore_index, class_dim, after_log_softmax=True)
     if label_smoothing > 0.0:
@@ -185,12 +185,11 @@ def _aten_class_loss(
     """Cross entropy (``logits``) or NLL of the common call (``_checks.common_class_call``) by
     ``F.cross_entropy`` / ``F.nll_loss``: the operators ``torch.nn`` runs, plus a few reads of
     values a CPU makes for free (``reads_free``), which pick this formulation where it gives the
-    general path's numbers exactly by the same rules.
-    None where it does not (the caller then takes the general path, whose result it would have
-    had to reproduce): a class
-    index outside ``[0, C)`` (ATen raises, the general path gives NaN), a zero denominator, a
-    sample-weighted sum that is not finite (a zero-weight sample may hold the NaN), and the
-    configurations it does not cover: a sample-weighted ``none``, sample weights with label
+    general path's numbers exactly by the same rules. None where it does not (the caller then
+    takes the general path, whose result it would have had to reproduce): a class index outside
+    ``[0, C)`` (ATen raises, the general path gives NaN), a zero denominator, a sample-weighted
+    sum that is not finite (a zero-weight sample may hold the NaN), and the configurations it
+    does not cover: a sample-weighted ``none``, sample weights with label
     smoothing or requiring grad (a zero weight's gradient leaves its sample's loss out, see
     ``reduce_loss``), class weights requiring grad. Per-position sample weights of ``(N, C)``
     logits are per-sample ones.

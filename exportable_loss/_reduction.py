@@ -83,7 +83,8 @@ def reduce_loss(
         term, s = to_dtype(term, acc), to_dtype(s, acc)
         finite: Optional[Tensor] = None
         if not torch.jit.is_scripting():
-            finite = _finite_total(term, s, sample_weight) if scalar else None
+            if scalar:
+                finite = _finite_total(term, s, sample_weight)
         if finite is not None:
             total = finite
         else:

@@ -95,16 +95,14 @@ def _at_targets(logp: Tensor, safe: Tensor, class_dim: int, after_log_softmax: b
     log-probabilities) the scatter is the cheaper (0.84 against 1.11 at (4096, 1000)). Exported
     graphs keep ``gather``, which every exporter translates faithfully.
     """
-    if torch.jit.is_scripting():
-        return logp.gather(class_dim, safe.unsqueeze(class_dim)).squeeze(class_dim)
-    else:
+    if not torch.jit.is_scripting():
         if after_log_softmax and torch.compiler.is_compiling() and not torch.compiler.is_exporting():
             num_classes = logp.shape[class_dim]
             if class_dim == 1 or logp.dim() == 1:
                 return -F.nll_loss(logp, safe, reduction="none")
             # classes last, (N, d1, ..., C): rows of classes, as F.nll_loss reads them
             return -F.nll_loss(logp.reshape(-1, num_classes), safe.reshape(-1), reduction="none").reshape(safe.shape)
-        return logp.gather(class_dim, safe.unsqueeze(class_dim)).squeeze(class_dim)
+    return logp.gather(class_dim, safe.unsqueeze(class_dim)).squeeze(class_dim)
 
 
 def class_terms(

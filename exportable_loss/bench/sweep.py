@@ -82,9 +82,8 @@ def _compile_failure(ours: Callable[..., Any], base: Callable[..., Any], args: T
     return None
 
 
-def _failed_row(case: Case, mode: str, n: int, failure: str) -> Dict[str, Any]:
-    """A figure that could not be taken: not comparable where torch.nn failed, a miss where ours did."""
-    ours_failed = failure.startswith("ours")
+def _figure(case: Case, mode: str, n: int) -> Dict[str, Any]:
+    """What a row says of the figure it holds: the case, the mode and the size."""
     return {
         "loss": case.loss,
         "config": case.config,
@@ -93,6 +92,14 @@ def _failed_row(case: Case, mode: str, n: int, failure: str) -> Dict[str, Any]:
         "mode": mode,
         "n": n,
         "elements": case.elements(n),
+    }
+
+
+def _failed_row(case: Case, mode: str, n: int, failure: str) -> Dict[str, Any]:
+    """A figure that could not be taken: not comparable where torch.nn failed, a miss where ours did."""
+    ours_failed = failure.startswith("ours")
+    return {
+        **_figure(case, mode, n),
         "failed": failure,
         "ratio": None,
         "target": target(mode, n),
@@ -103,13 +110,7 @@ def _failed_row(case: Case, mode: str, n: int, failure: str) -> Dict[str, Any]:
 def _row(case: Case, mode: str, n: int, times: timing.Paired) -> Dict[str, Any]:
     ratio = times.ratio
     return {
-        "loss": case.loss,
-        "config": case.config,
-        "classes": case.classes,
-        "reduction": case.reduction,
-        "mode": mode,
-        "n": n,
-        "elements": case.elements(n),
+        **_figure(case, mode, n),
         "ours": times.a.to_dict(),
         "torch.nn": times.b.to_dict(),
         "ratio": ratio,
